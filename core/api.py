@@ -1,0 +1,67 @@
+"""Kernel JSON API: auth, me, villages, cooperatives (``/api/v1``)."""
+import sqlalchemy as sa
+from flask import Blueprint, jsonify, request
+
+from core import cooperatives, users, villages
+from core.auth import current_user, issue_token, require_login, require_roles
+from core.extensions import db
+from core.http import json_body, list_envelope, page_params
+from core.models import Role
+from core.schemas import CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema, VillageSchema
+
+bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
+
+
+@bp.post("/auth/token")
+def create_token():
+    """Exchange email and password for a bearer token."""
+    data = json_body()
+    CredentialsSchema().load(data)
+    user = users.authenticate(data.get("email"), data.get("password"))
+    return jsonify({"token": issue_token(user), "user": UserSchema().dump(user)})
+
+
+@bp.post("/auth/register")
+def register():
+    """Create a consumer account."""
+    user = users.register_consumer(json_body())
+    return jsonify({**UserSchema().dump(user), "token": issue_token(user)}), 201
+
+
+@bp.get("/me")
+@require_login
+def me():
+    """Return the caller's identity and scope."""
+    return jsonify(UserSchema().dump(current_user()))
+
+
+@bp.get("/villages")
+def list_villages():
+    """List registry villages, filtered by county, township, zone or a name fragment."""
+    filters = VillageQuerySchema().load(request.args.to_dict())
+    filters.pop("year", None)
+    page = page_params(max_per_page=2000)
+    query = villages.filtered_villages(**filters)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.offset(page.offset).limit(page.size)).all()
+    return jsonify(list_envelope(VillageSchema(many=True).dump(rows), total, page))
+
+
+@bp.get("/villages/<int:village_id>")
+def get_village(village_id: int):
+    """Return one village."""
+    return jsonify(VillageSchema().dump(villages.get_village(village_id)))
+
+
+@bp.post("/cooperatives")
+@require_roles(Role.ADMIN, Role.COUNTY_REVIEWER)
+def create_cooperative():
+    """Register a cooperative (admin anywhere, a county reviewer in their county)."""
+    cooperative = cooperatives.register_cooperative(current_user(), json_body())
+    return jsonify(CooperativeSchema().dump(cooperative)), 201
+
+
+@bp.get("/cooperatives/<int:cooperative_id>")
+def get_cooperative(cooperative_id: int):
+    """Return a cooperative's public record."""
+    return jsonify(CooperativeSchema().dump(cooperatives.get_cooperative(cooperative_id)))

@@ -1,0 +1,55 @@
+"""Settings read from the environment (see README "Configuration")."""
+import os
+import secrets
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _instance_secret(instance_path: Path) -> str:
+    """Return a development SECRET_KEY kept in ``instance/``, creating it once.
+
+    Why: a hard-coded default would be shared by every checkout; a key generated per
+    process would log everyone out on restart. A per-machine file is neither.
+    """
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def load_config(instance_path: Path) -> dict:
+    """Build the Flask config mapping from environment variables."""
+    env = os.environ
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'xiangban.sqlite3'}"
+    # SQLAlchemy needs the driver named; people paste plain postgres:// URLs.
+    for prefix in ("postgres://", "postgresql://"):
+        if database_url.startswith(prefix):
+            database_url = "postgresql+psycopg://" + database_url[len(prefix):]
+    engine_options = {"pool_pre_ping": True}
+    if database_url.startswith("sqlite"):
+        # Several threads (tests, dev server) share one file; wait instead of failing on a lock.
+        engine_options["connect_args"] = {"timeout": 30}
+    return {
+        "SECRET_KEY": env.get("SECRET_KEY") or _instance_secret(instance_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "PUBLIC_BASE_URL": env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
+        "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY", ""),
+        "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET", ""),
+        "STRIPE_API_BASE": env.get("STRIPE_API_BASE", ""),
+        "SEARCH_INDEX_DIR": env.get("SEARCH_INDEX_DIR") or str(instance_path / "search_index"),
+        "REDIS_URL": env.get("REDIS_URL", ""),
+        # Token lifetime for API bearer tokens, in seconds.
+        "API_TOKEN_MAX_AGE": int(env.get("API_TOKEN_MAX_AGE", 7 * 24 * 3600)),
+        # Default yearly consumption-assistance sales target per village: ¥150,000 (plan 第四章 三(二)).
+        "DEFAULT_VILLAGE_SALES_TARGET_FEN": 15_000_000,
+        "CERTIFICATE_VALIDITY_YEARS": int(env.get("CERTIFICATE_VALIDITY_YEARS", 3)),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "WTF_CSRF_TIME_LIMIT": None,
+        "JSON_AS_ASCII": False,
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
+    }

@@ -1,0 +1,97 @@
+"""marshmallow schemas for the kernel's resources (marshmallow 3+/4 API)."""
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from core.identifiers import is_valid_credit_code
+from core.models import ROLE_VALUES
+from core.timeutil import isoformat, shanghai_today
+from core.village_registry import COUNTIES, ZONE_LABELS
+
+NOT_BLANK = validate.Length(min=1, error="不能为空")
+
+
+class CredentialsSchema(Schema):
+    email = fields.Email(required=True, error_messages={"required": "必填", "invalid": "邮箱格式不正确"})
+    password = fields.String(required=True, validate=NOT_BLANK, error_messages={"required": "必填"})
+
+
+class RegisterSchema(Schema):
+    email = fields.Email(required=True, validate=validate.Length(max=254),
+                         error_messages={"required": "必填", "invalid": "邮箱格式不正确"})
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=8, max=128, error="密码长度须为 8 到 128 位"),
+                             error_messages={"required": "必填"})
+    display_name = fields.String(required=True, validate=validate.Length(min=1, max=100, error="长度须为 1 到 100"),
+                                 error_messages={"required": "必填"})
+
+
+class UserSchema(Schema):
+    """The ``/me`` shape fixed by the contract, plus the display name."""
+
+    id = fields.Integer()
+    email = fields.String()
+    display_name = fields.String()
+    role = fields.String()
+    county = fields.String(allow_none=True)
+    cooperative_id = fields.Integer(allow_none=True)
+    budget_unit_id = fields.Integer(allow_none=True)
+
+
+class VillageSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    township = fields.String()
+    county = fields.String()
+    zone = fields.String(allow_none=True)
+    zone_label = fields.Method("get_zone_label")
+    sales_target_fen = fields.Method("get_target")
+
+    def get_zone_label(self, village):
+        return ZONE_LABELS.get(village.zone)
+
+    def get_target(self, village):
+        # The target in force this (Asia/Shanghai) year, honouring per-year overrides.
+        return village.target_for(shanghai_today().year)
+
+
+class VillageQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # page/per_page and future parameters are not filters
+
+    county = fields.String(validate=validate.OneOf(COUNTIES, error="未知的县市"))
+    township = fields.String()
+    zone = fields.String(validate=validate.OneOf(tuple(ZONE_LABELS), error="未知的分区"))
+    q = fields.String()
+    year = fields.Integer(validate=validate.Range(min=2000, max=2100))
+
+
+class CooperativeSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=validate.Length(min=2, max=120, error="长度须为 2 到 120"),
+                         error_messages={"required": "必填"})
+    credit_code = fields.String(required=True, error_messages={"required": "必填"})
+    village_id = fields.Integer(required=True, error_messages={"required": "必填", "invalid": "必须是整数"})
+    contact_name = fields.String(required=True, validate=validate.Length(min=1, max=50, error="长度须为 1 到 50"),
+                                 error_messages={"required": "必填"})
+    contact_phone = fields.String(required=True,
+                                  validate=validate.Regexp(r"^[0-9+\-\s]{5,30}$", error="电话号码格式不正确"),
+                                  error_messages={"required": "必填"})
+    county = fields.String(dump_only=True)
+    village = fields.Nested(VillageSchema, dump_only=True, only=("id", "name", "township", "county", "zone"))
+    created_at = fields.Method("get_created_at", dump_only=True)
+
+    @validates("credit_code")
+    def validate_credit_code(self, value, **kwargs):
+        if not is_valid_credit_code(value):
+            raise ValidationError("统一社会信用代码无效（须为 18 位且校验位正确，GB 32100-2015）")
+
+    def get_created_at(self, cooperative):
+        return isoformat(cooperative.created_at)
+
+
+class UserCreateSchema(RegisterSchema):
+    """Admin/CLI creation of any role, with its scope."""
+
+    role = fields.String(required=True, validate=validate.OneOf(ROLE_VALUES, error="未知的角色"))
+    county = fields.String(allow_none=True, validate=validate.OneOf(COUNTIES, error="未知的县市"))
+    cooperative_id = fields.Integer(allow_none=True)
+    budget_unit_id = fields.Integer(allow_none=True)

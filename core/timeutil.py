@@ -1,0 +1,62 @@
+"""Time helpers: stored in UTC, business dates in Asia/Shanghai, converted only here."""
+from datetime import date, datetime, timezone
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def to_shanghai(moment: datetime) -> datetime:
+    """Convert an aware datetime to Asia/Shanghai."""
+    return moment.astimezone(SHANGHAI)
+
+
+def shanghai_today(now: datetime | None = None) -> date:
+    """Return today's business date in Asia/Shanghai."""
+    return to_shanghai(now or utcnow()).date()
+
+
+def shanghai_year(moment: datetime) -> int:
+    """Return the Asia/Shanghai calendar year of a moment (sales years are local)."""
+    return to_shanghai(moment).year
+
+
+def shanghai_year_bounds(year: int) -> tuple[datetime, datetime]:
+    """Return the UTC instants [start, end) of a Shanghai calendar year."""
+    start = datetime(year, 1, 1, tzinfo=SHANGHAI).astimezone(timezone.utc)
+    end = datetime(year + 1, 1, 1, tzinfo=SHANGHAI).astimezone(timezone.utc)
+    return start, end
+
+
+def isoformat(moment: datetime | None) -> str | None:
+    """Format a moment as ISO 8601 with the Asia/Shanghai offset for API output."""
+    return to_shanghai(moment).isoformat() if moment else None
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A DateTime column that always stores naive UTC and returns aware UTC.
+
+    Why: SQLite drops offsets and PostgreSQL ``timestamp`` compares naively; storing one
+    convention everywhere makes the two databases behave the same.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)

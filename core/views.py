@@ -1,0 +1,87 @@
+"""Kernel HTML pages: home, sign-in, registration, the village registry by county."""
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from marshmallow import ValidationError
+
+from core import users, villages
+from core.auth import current_user, login_session
+from core.errors import AppError
+from core.village_registry import COUNTIES, ZONE_LABELS
+
+bp = Blueprint("core", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Return a local redirect target; anything else goes home (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith("//"):
+        return target
+    return url_for("core.home")
+
+
+@bp.get("/")
+def home():
+    """Storefront home: the brand, the counties, and what each role can do next."""
+    return render_template("home.html", counties=COUNTIES)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with email and password (session cookie, CSRF-protected form)."""
+    error = None
+    if request.method == "POST":
+        try:
+            user = users.authenticate(request.form.get("email", ""), request.form.get("password", ""))
+        except AppError as exc:
+            error = exc.message
+        else:
+            login_session(user)
+            flash(f"欢迎，{user.display_name or user.email}")
+            return redirect(_safe_next(request.args.get("next")))
+    return render_template("auth/login.html", error=error), (401 if error else 200)
+
+
+@bp.post("/logout")
+def logout():
+    """Sign out."""
+    session.clear()
+    flash("已退出登录")
+    return redirect(url_for("core.home"))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    """Create a consumer account and sign in."""
+    errors = {}
+    if request.method == "POST":
+        try:
+            user = users.register_consumer(request.form.to_dict())
+        except ValidationError as exc:
+            errors = exc.messages
+        except AppError as exc:
+            errors = exc.fields or {"_": [exc.message]}
+        else:
+            login_session(user)
+            flash("注册成功")
+            return redirect(url_for("core.home"))
+    return render_template("auth/register.html", errors=errors, form=request.form), (422 if errors else 200)
+
+
+@bp.get("/villages")
+def village_index():
+    """The registry's counties with their village counts per zone."""
+    return render_template("villages/index.html", counties=COUNTIES)
+
+
+@bp.get("/villages/<county>")
+def county_villages(county: str):
+    """A county's townships and villages with their zones."""
+    if county not in COUNTIES:
+        abort(404)
+    grouped = villages.townships_of(county)
+    return render_template("villages/county.html", county=county, townships=grouped,
+                           zone_labels=ZONE_LABELS, total=sum(len(v) for v in grouped.values()))
+
+
+@bp.app_context_processor
+def inject_user():
+    """Make the signed-in user available to every template."""
+    return {"current_user": current_user()}

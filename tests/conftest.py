@@ -1,0 +1,94 @@
+"""Shared fixtures: one app and schema per test session (SQLite or PostgreSQL), and a clean
+database for every test except the village registry, which is loaded once."""
+import os
+import tempfile
+
+import pytest
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from core.app import create_app
+from core.extensions import db
+from tests.factories import Factory
+
+# Tables that survive between tests: the registry is loaded once (1,110 rows).
+PERSISTENT_TABLES = {"villages", "alembic_version"}
+
+
+def _database_url(tmp_dir: str) -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_dir}/test.sqlite3"
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The application, migrated to head with the village registry loaded."""
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        app = create_app({
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": _database_url(tmp_dir).replace("postgresql://", "postgresql+psycopg://", 1),
+            "WTF_CSRF_ENABLED": False,
+            "PUBLIC_BASE_URL": "https://trace.example.cn",
+            "SEARCH_INDEX_DIR": os.path.join(tmp_dir, "search_index"),
+            "UPLOAD_DIR": os.path.join(tmp_dir, "uploads"),
+            # Fast hashing keeps hundreds of test accounts cheap; production uses scrypt.
+            "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
+            "STRIPE_SECRET_KEY": "",
+            "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+        })
+        with app.app_context():
+            _reset_schema()
+            upgrade()
+            from core.villages import load_registry
+
+            load_registry()
+        yield app
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def _reset_schema() -> None:
+    """Drop whatever a previous run left in the test database (PostgreSQL keeps it)."""
+    engine = db.engine
+    metadata = sa.MetaData()
+    metadata.reflect(bind=engine)
+    metadata.drop_all(bind=engine)
+
+
+def _clean_tables() -> None:
+    """Empty every table but the persistent ones, after each test."""
+    db.session.rollback()
+    tables = [t for t in reversed(db.metadata.sorted_tables) if t.name not in PERSISTENT_TABLES]
+    if db.engine.dialect.name == "postgresql":
+        names = ", ".join(f'"{t.name}"' for t in tables)
+        db.session.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    else:
+        for table in tables:
+            db.session.execute(table.delete())
+    db.session.commit()
+
+
+@pytest.fixture(autouse=True)
+def _app_context(app):
+    """Each test runs in an app context over an emptied database."""
+    with app.app_context():
+        yield
+        _clean_tables()
+        db.session.remove()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make(app):
+    """Factory for users, cooperatives and (as features land) products and orders."""
+    return Factory(app)
