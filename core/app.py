@@ -45,6 +45,9 @@ def register_extensions(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Attach every feature's pages and API; the API is bearer-token only, so no CSRF."""
+    # Models of every package must be imported before migrations or create_all look at them.
+    import certification.models  # noqa: F401
+    import traceability.models  # noqa: F401
     from core import navigation
     from core.api import bp as core_api
     from core.views import bp as core_views

@@ -92,3 +92,52 @@ def runner(app):
 def make(app):
     """Factory for users, cooperatives and (as features land) products and orders."""
     return Factory(app)
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    """The app served over HTTP on a loopback port, for browser and HTTP-client tests."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    server.url = f"http://127.0.0.1:{server.server_port}"
+    yield server
+    server.shutdown()
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium driven by Playwright; skips without it unless CI=true."""
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing: CI must install Debian's chromium (see .ci/run)")
+        pytest.skip(f"browser tests need {CHROMIUM} (apt-get install chromium fonts-noto-cjk)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server, app):
+    """A fresh browser context with CSRF on (as in production), phone-sized by default."""
+    app.config["WTF_CSRF_ENABLED"] = True
+    context = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN",
+                                  base_url=live_server.url)
+    page = context.new_page()
+    page.set_default_timeout(15000)
+    yield page
+    context.close()
+    app.config["WTF_CSRF_ENABLED"] = False
+

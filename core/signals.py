@@ -1,0 +1,20 @@
+"""Domain signals, sent by services *after* their transaction commits.
+
+Why signals: search (and any future cache) must follow product, certificate and stock
+changes without the certification, traceability or shop packages importing it.
+Receivers must be quick and must not raise; they run in the request that made the change.
+"""
+from blinker import Namespace
+
+_signals = Namespace()
+
+#: sent with ``product_ids`` (an iterable of ints) when anything a listing shows changed:
+#: product fields, certification status or validity, batches, or sellable stock.
+products_changed = _signals.signal("products-changed")
+
+
+def notify_products_changed(*product_ids: int) -> None:
+    """Announce committed changes to these products."""
+    ids = sorted({int(pid) for pid in product_ids if pid is not None})
+    if ids:
+        products_changed.send(None, product_ids=ids)
