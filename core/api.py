@@ -7,12 +7,14 @@ from core.auth import current_user, issue_token, require_login, require_roles
 from core.extensions import db
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
+from core.ratelimit import rate_limited
 from core.schemas import CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema, VillageSchema
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
 
 
 @bp.post("/auth/token")
+@rate_limited("sign_in", 20)
 def create_token():
     """Exchange email and password for a bearer token."""
     data = json_body()
@@ -22,6 +24,7 @@ def create_token():
 
 
 @bp.post("/auth/register")
+@rate_limited("register", 10)
 def register():
     """Create a consumer account."""
     user = users.register_consumer(json_body())

@@ -94,7 +94,12 @@ def register_error_handlers(app) -> None:
 
     @app.errorhandler(AppError)
     def handle_app_error(error: AppError):
-        return _respond(error.status, error.code, error.message, error.fields)
+        body, status = _respond(error.status, error.code, error.message, error.fields)
+        if isinstance(error, RateLimited):
+            response = app.make_response((body, status))
+            response.headers["Retry-After"] = "60"
+            return response
+        return body, status
 
     @app.errorhandler(MarshmallowValidationError)
     def handle_validation(error: MarshmallowValidationError):

@@ -5,6 +5,7 @@ from marshmallow import ValidationError
 from core import users, villages
 from core.auth import current_user, login_session
 from core.errors import AppError
+from core.ratelimit import rate_limited
 from core.village_registry import COUNTIES, ZONE_LABELS
 
 bp = Blueprint("core", __name__)
@@ -28,6 +29,7 @@ def login():
     """Sign in with email and password (session cookie, CSRF-protected form)."""
     error = None
     if request.method == "POST":
+        _check_sign_in_rate()
         try:
             user = users.authenticate(request.form.get("email", ""), request.form.get("password", ""))
         except AppError as exc:
@@ -37,6 +39,11 @@ def login():
             flash(f"欢迎，{user.display_name or user.email}")
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", error=error), (401 if error else 200)
+
+
+@rate_limited("sign_in", 20)
+def _check_sign_in_rate():
+    """Share the API's sign-in limit with the login form."""
 
 
 @bp.post("/logout")
