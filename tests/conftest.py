@@ -76,6 +76,8 @@ def _app_context(app):
         yield
         _clean_tables()
         db.session.remove()
+        # Rate-limit counts must not leak from one test into the next.
+        app.extensions.pop("rate_limit_counter", None)
 
 
 @pytest.fixture
