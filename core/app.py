@@ -49,12 +49,15 @@ def register_blueprints(app: Flask) -> None:
     import certification.models  # noqa: F401
     import traceability.models  # noqa: F401
     from core import navigation
+    from core.models import Role
     from core.api import bp as core_api
     from core.views import bp as core_views
 
     navigation.init_app(app)
     navigation.register_nav("core.home", "首页", order=0)
     navigation.register_nav("core.village_index", "脱贫村名录", order=80)
+    navigation.register_nav("core.cooperative_index", "合作社",
+                            roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
 
     for blueprint in (core_views,):
         app.register_blueprint(blueprint)

@@ -6,7 +6,7 @@ from core.audit import record_event
 from core.auth import ensure_county
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
-from core.models import Cooperative, User, Village
+from core.models import Cooperative, Role, User, Village
 from core.schemas import CooperativeSchema
 
 
@@ -48,3 +48,11 @@ def get_cooperative(cooperative_id: int) -> Cooperative:
     if cooperative is None:
         raise NotFound("合作社不存在")
     return cooperative
+
+
+def cooperatives_visible_to(actor: User) -> list[Cooperative]:
+    """Cooperatives an administrator (all) or a county reviewer (own county) manages."""
+    query = sa.select(Cooperative).join(Village).order_by(Village.county, Cooperative.name)
+    if not actor.has_role(Role.ADMIN, Role.PREFECTURE_REVIEWER):
+        query = query.where(Village.county == actor.county)
+    return list(db.session.scalars(query))

@@ -2,8 +2,10 @@
 from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
-from core import users, villages
-from core.auth import current_user, login_session
+from core import cooperatives, users, villages
+from core.auth import current_user, login_session, require_roles
+from core.extensions import db
+from core.models import Role, Village
 from core.errors import AppError
 from core.ratelimit import rate_limited
 from core.village_registry import COUNTIES, ZONE_LABELS
@@ -86,6 +88,47 @@ def county_villages(county: str):
     grouped = villages.townships_of(county)
     return render_template("villages/county.html", county=county, townships=grouped,
                            zone_labels=ZONE_LABELS, total=sum(len(v) for v in grouped.values()))
+
+
+@bp.get("/cooperatives")
+@require_roles(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER)
+def cooperative_index():
+    """Cooperatives the reviewer or administrator manages."""
+    return render_template("cooperatives/index.html",
+                           cooperatives=cooperatives.cooperatives_visible_to(current_user()))
+
+
+@bp.route("/cooperatives/new", methods=["GET", "POST"])
+@require_roles(Role.ADMIN, Role.COUNTY_REVIEWER)
+def cooperative_new():
+    """Register a cooperative (a county reviewer in their own county)."""
+    user = current_user()
+    errors: dict = {}
+    if request.method == "POST":
+        form = request.form.to_dict()
+        try:
+            form["village_id"] = int(form.get("village_id") or 0)
+        except ValueError:
+            form["village_id"] = 0
+        try:
+            cooperative = cooperatives.register_cooperative(user, form)
+        except ValidationError as exc:
+            errors = exc.messages
+        except AppError as exc:
+            errors = exc.fields or {"_": [exc.message]}
+        else:
+            flash(f"已登记合作社：{cooperative.name}")
+            return redirect(url_for("core.cooperative_detail", cooperative_id=cooperative.id))
+    counties = (user.county,) if user.has_role(Role.COUNTY_REVIEWER) else COUNTIES
+    village_choices = list(db.session.scalars(villages.filtered_villages().where(Village.county.in_(counties))))
+    return render_template("cooperatives/new.html", errors=errors, form=request.form,
+                           village_choices=village_choices), (422 if errors else 200)
+
+
+@bp.get("/cooperatives/<int:cooperative_id>")
+def cooperative_detail(cooperative_id: int):
+    """A cooperative's public profile."""
+    return render_template("cooperatives/detail.html", cooperative=cooperatives.get_cooperative(cooperative_id))
 
 
 @bp.app_context_processor
