@@ -2,13 +2,13 @@
 import sqlalchemy as sa
 from flask import Blueprint, jsonify, request
 
-from core import cooperatives, users, villages
+from core import budget_units, cooperatives, users, villages
 from core.auth import current_user, issue_token, require_login, require_roles
 from core.extensions import db
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
 from core.ratelimit import rate_limited
-from core.schemas import CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema, VillageSchema
+from core.schemas import BudgetUnitSchema, CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema, VillageSchema
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
 
@@ -68,3 +68,18 @@ def create_cooperative():
 def get_cooperative(cooperative_id: int):
     """Return a cooperative's public record."""
     return jsonify(CooperativeSchema().dump(cooperatives.get_cooperative(cooperative_id)))
+
+
+@bp.post("/budget-units")
+@require_roles(Role.ADMIN)
+def create_budget_unit():
+    """Register a budget unit that runs a canteen."""
+    unit = budget_units.create_budget_unit(current_user(), json_body())
+    return jsonify(BudgetUnitSchema().dump(unit)), 201
+
+
+@bp.get("/budget-units/<int:unit_id>")
+@require_login
+def get_budget_unit(unit_id: int):
+    """Return a budget unit to its buyers, finance, officials and admins."""
+    return jsonify(BudgetUnitSchema().dump(budget_units.get_budget_unit_for(current_user(), unit_id)))

@@ -1,4 +1,7 @@
 """marshmallow schemas for the kernel's resources (marshmallow 3+/4 API)."""
+import re
+from decimal import Decimal
+
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
 
 from core.identifiers import is_valid_credit_code
@@ -95,3 +98,36 @@ class UserCreateSchema(RegisterSchema):
     county = fields.String(allow_none=True, validate=validate.OneOf(COUNTIES, error="未知的县市"))
     cooperative_id = fields.Integer(allow_none=True)
     budget_unit_id = fields.Integer(allow_none=True)
+
+
+class ShareString(fields.Field):
+    """A ratio given as a decimal string between "0" and "1" with at most 4 places."""
+
+    _pattern = re.compile(r"^(0(\.\d{1,4})?|1(\.0{1,4})?)$")
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or not self._pattern.match(value):
+            raise ValidationError('须为 0 到 1 之间、最多 4 位小数的字符串，如 "0.10"')
+        return Decimal(value)
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        value = Decimal(value)
+        # Stored "0.1000" reads back as "0.10"; extra places only when they matter ("0.125").
+        return f"{value:.2f}" if value == round(value, 2) else format(value.normalize(), "f")
+
+
+class BudgetUnitSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    name = fields.String(required=True, validate=validate.Length(min=2, max=120, error="长度须为 2 到 120"),
+                         error_messages={"required": "必填"})
+    annual_canteen_budget_fen = fields.Integer(required=True, strict=True,
+                                               validate=validate.Range(min=0, error="不能为负数"),
+                                               error_messages={"required": "必填", "invalid": "必须是整数（分）"})
+    # A decimal string ("0.10") so no float ever touches a share of public money.
+    reserved_share = ShareString(required=True, error_messages={"required": "必填"})
+    created_at = fields.Method("get_created_at", dump_only=True)
+
+    def get_created_at(self, unit):
+        return isoformat(unit.created_at)
