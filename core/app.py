@@ -48,6 +48,7 @@ def register_blueprints(app: Flask) -> None:
     # Models of every package must be imported before migrations or create_all look at them.
     import certification.models  # noqa: F401
     import traceability.models  # noqa: F401
+    import shop.models  # noqa: F401
     from core import navigation
     from core.models import Role
     from core.api import bp as core_api

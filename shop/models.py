@@ -1,0 +1,275 @@
+"""Orders, their lines, per-batch stock allocations, per-cooperative fulfilment, refunds,
+processed payment events and signed-in users' carts.
+
+How a sale is counted (reports build on this): every unit of an order line is allocated to
+one batch, and each ``OrderAllocation`` row carries that batch's village, the goods value of
+its units (``amount_fen`` = unit price × quantity, exact), how much of it was refunded
+(``refunded_fen``), the order's channel and, once the order is paid, the payment time
+(``paid_at``, UTC). So a village's sales in a Shanghai year are
+
+    SUM(amount_fen - refunded_fen) WHERE village_id = ? AND paid_at in the year's UTC bounds
+
+over one indexed table (see ``shop/sales.py``); ``paid_at`` is NULL for unpaid or cancelled orders.
+"""
+import sqlalchemy as sa
+
+from core.extensions import db
+from core.timeutil import UTCDateTime, utcnow
+from shop.states import ORDER_STATUS_VALUES, OrderStatus
+
+CHANNELS = ("online", "canteen")
+CHANNEL_LABELS = {"online": "线上零售", "canteen": "机关食堂"}
+PAYMENT_METHODS = ("stripe", "bank_transfer")
+PAYMENT_METHOD_LABELS = {"stripe": "在线支付", "bank_transfer": "对公转账"}
+#: Who actually moved the money: real Stripe, the offline simulated checkout, or a bank.
+PAYMENT_PROVIDERS = ("stripe", "sandbox", "bank_transfer")
+FULFILMENT_STATUSES = ("pending", "shipped", "received", "cancelled")
+FULFILMENT_LABELS = {"pending": "待发货", "shipped": "已发货", "received": "已收货", "cancelled": "已取消"}
+
+
+def _in(column: str, values) -> str:
+    """A CHECK clause restricting ``column`` to ``values`` (same SQL on both databases)."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Order(db.Model):
+    """One purchase by one buyer, paid once, possibly spanning several cooperatives."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", ORDER_STATUS_VALUES), name="status_known"),
+        sa.CheckConstraint(_in("channel", CHANNELS), name="channel_known"),
+        sa.CheckConstraint(_in("payment_method", PAYMENT_METHODS), name="payment_method_known"),
+        sa.CheckConstraint("total_fen > 0", name="total_positive"),
+        sa.CheckConstraint("refunded_fen >= 0 AND refunded_fen <= total_fen", name="refund_in_range"),
+        sa.UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_idempotency_key"),
+        # Reservation expiry scans pending orders by deadline.
+        sa.Index("ix_orders_status_reserved_until", "status", "reserved_until"),
+        sa.Index("ix_orders_buyer_id_id", "buyer_id", "id"),
+        # Canteen purchases per budget unit and year (reserved share).
+        sa.Index("ix_orders_budget_unit_paid_at", "budget_unit_id", "paid_at"),
+        sa.Index("ix_orders_paid_at", "paid_at"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    number = db.Column(db.String(32), nullable=False, unique=True)
+    buyer_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    # Set for canteen orders: the budget unit whose reserved share the purchase counts toward.
+    budget_unit_id = db.Column(db.Integer, db.ForeignKey("budget_units.id"), nullable=True)
+    channel = db.Column(db.String(20), nullable=False)
+    status = db.Column(db.String(24), nullable=False, default=OrderStatus.PENDING_PAYMENT.value)
+    payment_method = db.Column(db.String(20), nullable=False)
+    payment_provider = db.Column(db.String(20), nullable=False)
+    currency = db.Column(db.String(3), nullable=False, default="cny")
+    total_fen = db.Column(db.BigInteger, nullable=False)
+    refunded_fen = db.Column(db.BigInteger, nullable=False, default=0)
+    shipping_name = db.Column(db.String(50), nullable=False)
+    shipping_phone = db.Column(db.String(30), nullable=False)
+    shipping_address = db.Column(db.String(300), nullable=False)
+    purchase_order_no = db.Column(db.String(64), nullable=True)
+    invoice_title = db.Column(db.String(120), nullable=True)
+    invoice_tax_id = db.Column(db.String(20), nullable=True)
+    checkout_session_id = db.Column(db.String(255), nullable=True, unique=True)
+    checkout_url = db.Column(db.Text, nullable=True)
+    payment_intent_id = db.Column(db.String(255), nullable=True)
+    # Bank reference of a confirmed transfer.
+    payment_reference = db.Column(db.String(120), nullable=True)
+    idempotency_key = db.Column(db.String(255), nullable=True)
+    # SHA-256 of the request that used the key, so a reused key with another body is refused.
+    request_fingerprint = db.Column(db.String(64), nullable=True)
+    reserved_until = db.Column(UTCDateTime, nullable=False)
+    cancel_reason = db.Column(db.String(200), nullable=True)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    paid_at = db.Column(UTCDateTime, nullable=True)
+    cancelled_at = db.Column(UTCDateTime, nullable=True)
+    shipped_at = db.Column(UTCDateTime, nullable=True)
+    completed_at = db.Column(UTCDateTime, nullable=True)
+
+    buyer = db.relationship("User", foreign_keys=[buyer_id])
+    lines = db.relationship("OrderLine", back_populates="order", order_by="OrderLine.id",
+                            cascade="all, delete-orphan")
+    allocations = db.relationship("OrderAllocation", back_populates="order", order_by="OrderAllocation.id",
+                                  cascade="all, delete-orphan")
+    fulfilments = db.relationship("OrderFulfilment", back_populates="order", order_by="OrderFulfilment.id",
+                                  cascade="all, delete-orphan")
+    refunds = db.relationship("Refund", back_populates="order", order_by="Refund.id",
+                              cascade="all, delete-orphan")
+
+    @property
+    def status_label(self) -> str:
+        return OrderStatus(self.status).label
+
+    @property
+    def channel_label(self) -> str:
+        return CHANNEL_LABELS[self.channel]
+
+    @property
+    def payment_method_label(self) -> str:
+        return PAYMENT_METHOD_LABELS[self.payment_method]
+
+
+class OrderLine(db.Model):
+    """One product in an order, priced by the server at ordering time (a snapshot)."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        sa.UniqueConstraint("order_id", "product_id", name="uq_order_lines_order_product"),
+        sa.CheckConstraint("quantity > 0", name="quantity_positive"),
+        sa.CheckConstraint("unit_price_fen > 0", name="price_positive"),
+        sa.CheckConstraint("line_total_fen = unit_price_fen * quantity", name="total_is_price_times_quantity"),
+        sa.CheckConstraint("refunded_fen >= 0 AND refunded_fen <= line_total_fen", name="refund_in_range"),
+        # A cooperative's order book: its lines, newest orders first.
+        sa.Index("ix_order_lines_cooperative_order", "cooperative_id", "order_id"),
+        sa.Index("ix_order_lines_product_id", "product_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    product_id = db.Column(db.Integer, db.ForeignKey("products.id"), nullable=False)
+    cooperative_id = db.Column(db.Integer, db.ForeignKey("cooperatives.id"), nullable=False)
+    product_name = db.Column(db.String(120), nullable=False)
+    unit = db.Column(db.String(20), nullable=False)
+    unit_price_fen = db.Column(db.BigInteger, nullable=False)
+    quantity = db.Column(db.Integer, nullable=False)
+    line_total_fen = db.Column(db.BigInteger, nullable=False)
+    refunded_fen = db.Column(db.BigInteger, nullable=False, default=0)
+
+    order = db.relationship("Order", back_populates="lines")
+    allocations = db.relationship("OrderAllocation", back_populates="line", order_by="OrderAllocation.id",
+                                  viewonly=True)
+
+
+class OrderAllocation(db.Model):
+    """Units of one order line taken from one batch; the sale is credited to the batch's village.
+
+    ``village_id``, ``product_id``, ``channel`` and ``paid_at`` are copied here on purpose:
+    the yearly village report is then one indexed aggregate over this table alone.
+    ``released_at`` is set when a reservation is given back to the batch (exactly once).
+    """
+
+    __tablename__ = "order_allocations"
+    __table_args__ = (
+        sa.CheckConstraint("quantity > 0", name="quantity_positive"),
+        sa.CheckConstraint("amount_fen >= 0", name="amount_not_negative"),
+        sa.CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refund_in_range"),
+        sa.CheckConstraint(_in("channel", CHANNELS), name="channel_known"),
+        sa.Index("ix_order_allocations_village_paid", "village_id", "paid_at"),
+        sa.Index("ix_order_allocations_paid_village", "paid_at", "village_id"),
+        sa.Index("ix_order_allocations_order_id", "order_id"),
+        sa.Index("ix_order_allocations_line_id", "line_id"),
+        sa.Index("ix_order_allocations_batch_id", "batch_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    line_id = db.Column(db.Integer, db.ForeignKey("order_lines.id", ondelete="CASCADE"), nullable=False)
+    batch_id = db.Column(db.Integer, db.ForeignKey("batches.id"), nullable=False)
+    village_id = db.Column(db.Integer, db.ForeignKey("villages.id"), nullable=False)
+    product_id = db.Column(db.Integer, db.ForeignKey("products.id"), nullable=False)
+    channel = db.Column(db.String(20), nullable=False)
+    quantity = db.Column(db.Integer, nullable=False)
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+    refunded_fen = db.Column(db.BigInteger, nullable=False, default=0)
+    paid_at = db.Column(UTCDateTime, nullable=True)
+    released_at = db.Column(UTCDateTime, nullable=True)
+
+    order = db.relationship("Order", back_populates="allocations")
+    line = db.relationship("OrderLine", back_populates="allocations")
+    batch = db.relationship("Batch", lazy="joined")
+
+
+class OrderFulfilment(db.Model):
+    """One cooperative's part of an order: it ships its own lines with its own tracking number."""
+
+    __tablename__ = "order_fulfilments"
+    __table_args__ = (
+        sa.UniqueConstraint("order_id", "cooperative_id", name="uq_order_fulfilments_order_cooperative"),
+        sa.CheckConstraint(_in("status", FULFILMENT_STATUSES), name="status_known"),
+        sa.Index("ix_order_fulfilments_cooperative_status", "cooperative_id", "status"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    cooperative_id = db.Column(db.Integer, db.ForeignKey("cooperatives.id"), nullable=False)
+    status = db.Column(db.String(20), nullable=False, default="pending")
+    carrier = db.Column(db.String(40), nullable=True)
+    tracking_number = db.Column(db.String(60), nullable=True)
+    shipped_at = db.Column(UTCDateTime, nullable=True)
+    shipped_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+
+    order = db.relationship("Order", back_populates="fulfilments")
+    cooperative = db.relationship("Cooperative")
+
+    @property
+    def status_label(self) -> str:
+        return FULFILMENT_LABELS[self.status]
+
+
+class Refund(db.Model):
+    """Money given back on a paid order; split over its allocations in ``RefundAllocation`` rows."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        sa.CheckConstraint("amount_fen > 0", name="amount_positive"),
+        sa.CheckConstraint(_in("provider", PAYMENT_PROVIDERS), name="provider_known"),
+        sa.Index("ix_refunds_order_id", "order_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+    reason = db.Column(db.Text, nullable=False)
+    provider = db.Column(db.String(20), nullable=False)
+    provider_refund_id = db.Column(db.String(255), nullable=True, unique=True)
+    actor_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    order = db.relationship("Order", back_populates="refunds")
+    actor = db.relationship("User")
+    parts = db.relationship("RefundAllocation", back_populates="refund", order_by="RefundAllocation.id",
+                            cascade="all, delete-orphan")
+
+
+class RefundAllocation(db.Model):
+    """The part of one refund taken from one allocation (so village sales stay exact to the fen)."""
+
+    __tablename__ = "refund_allocations"
+    __table_args__ = (
+        sa.UniqueConstraint("refund_id", "allocation_id", name="uq_refund_allocations_refund_allocation"),
+        sa.CheckConstraint("amount_fen > 0", name="amount_positive"),
+        sa.Index("ix_refund_allocations_allocation_id", "allocation_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    refund_id = db.Column(db.Integer, db.ForeignKey("refunds.id", ondelete="CASCADE"), nullable=False)
+    allocation_id = db.Column(db.Integer, db.ForeignKey("order_allocations.id", ondelete="CASCADE"),
+                              nullable=False)
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+
+    refund = db.relationship("Refund", back_populates="parts")
+
+
+class PaymentEvent(db.Model):
+    """A payment provider event already processed; the unique id makes redelivery a no-op."""
+
+    __tablename__ = "payment_events"
+
+    id = db.Column(db.Integer, primary_key=True)
+    provider = db.Column(db.String(20), nullable=False, default="stripe")
+    event_id = db.Column(db.String(255), nullable=False, unique=True)
+    type = db.Column(db.String(80), nullable=False)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="SET NULL"), nullable=True, index=True)
+    outcome = db.Column(db.String(40), nullable=False)
+    received_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class CartItem(db.Model):
+    """A signed-in user's cart line (guests keep theirs in a signed cookie, merged at sign-in)."""
+
+    __tablename__ = "cart_items"
+    __table_args__ = (sa.CheckConstraint("quantity > 0", name="quantity_positive"),)
+
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    product_id = db.Column(db.Integer, db.ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    quantity = db.Column(db.Integer, nullable=False)
+    added_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
