@@ -51,8 +51,14 @@ def register_blueprints(app: Flask) -> None:
     import shop.models  # noqa: F401
     from core import navigation
     from core.models import Role
+    from certification.api import bp as certification_api
+    from certification.views import bp as certification_views
     from core.api import bp as core_api
     from core.views import bp as core_views
+    from shop.api import bp as shop_api
+    from shop.cli import bp as shop_cli
+    from traceability.api import bp as traceability_api
+    from traceability.views import bp as traceability_views
 
     navigation.init_app(app)
     navigation.register_nav("core.home", "首页", order=0)
@@ -60,9 +66,9 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("core.cooperative_index", "合作社",
                             roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
 
-    for blueprint in (core_views,):
+    for blueprint in (core_views, certification_views, shop_cli, traceability_views):
         app.register_blueprint(blueprint)
-    for api in (core_api,):
+    for api in (core_api, certification_api, shop_api, traceability_api):
         csrf.exempt(api)
         app.register_blueprint(api)
 

@@ -1,0 +1,106 @@
+"""Orders and payment JSON API (``/api/v1``): thin — parse, load, call a service, dump."""
+from flask import Blueprint, jsonify, request
+
+from core.auth import current_user, require_login, require_roles
+from core.errors import ValidationFailed
+from core.http import json_body, list_envelope, page_params
+from core.models import Role
+from shop import services
+from shop.schemas import (OrderCreateSchema, OrderQuerySchema, RefundCreateSchema, ShipSchema,
+                          TransferConfirmSchema, dump_order)
+
+bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
+
+
+def _idempotency_key() -> str | None:
+    """The optional ``Idempotency-Key`` header (1–255 printable characters)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not 1 <= len(key) <= 255 or not key.isprintable():
+        raise ValidationFailed("Idempotency-Key 须为 1 到 255 个可打印字符", code="invalid_idempotency_key")
+    return key
+
+
+@bp.post("/orders")
+@require_login
+def create_order():
+    """Place an order: prices from the server, stock reserved at once (201).
+
+    A retry with the same ``Idempotency-Key`` and body answers the same order again (marked by
+    the ``Idempotent-Replayed`` header) instead of ordering twice.
+    """
+    data = OrderCreateSchema().load(json_body())
+    order, created = services.place_order(current_user(), data, idempotency_key=_idempotency_key())
+    response = jsonify(dump_order(order))
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response, 201
+
+
+@bp.get("/orders")
+@require_login
+def list_orders():
+    """The caller's orders (a cooperative: orders holding its products; finance, admin: all)."""
+    filters = OrderQuerySchema().load(request.args.to_dict())
+    page = page_params()
+    user = current_user()
+    orders, total = services.list_orders(user, status=filters.get("status"), offset=page.offset, limit=page.size)
+    return jsonify(list_envelope([dump_order(o, services.order_scope(user, o)) for o in orders], total, page))
+
+
+@bp.get("/orders/<int:order_id>")
+@require_login
+def get_order(order_id: int):
+    """One order: all of it for its buyer, finance and admin; a cooperative sees its own part."""
+    order, scope = services.get_order(current_user(), order_id)
+    return jsonify(dump_order(order, scope))
+
+
+@bp.post("/orders/<int:order_id>/cancel")
+@require_login
+def cancel_order(order_id: int):
+    """The buyer cancels an unpaid order; stock is released at once."""
+    return jsonify(dump_order(services.cancel_order(current_user(), order_id)))
+
+
+@bp.post("/orders/<int:order_id>/confirm-transfer")
+@require_roles(Role.FINANCE)
+def confirm_transfer(order_id: int):
+    """Finance confirms a bank transfer of exactly the order's total."""
+    data = TransferConfirmSchema().load(json_body())
+    return jsonify(dump_order(services.confirm_transfer(current_user(), order_id, data)))
+
+
+@bp.post("/orders/<int:order_id>/refund")
+@require_roles(Role.FINANCE, Role.ADMIN)
+def refund_order(order_id: int):
+    """Refund part or all of a paid order (through Stripe for Stripe payments)."""
+    data = RefundCreateSchema().load(json_body())
+    return jsonify(dump_order(services.refund_order(current_user(), order_id, data)))
+
+
+@bp.post("/orders/<int:order_id>/ship")
+@require_roles(Role.COOPERATIVE, Role.ADMIN)
+def ship_order(order_id: int):
+    """A cooperative marks its part of the order shipped with a tracking number."""
+    data = ShipSchema().load(json_body())
+    user = current_user()
+    order = services.ship_part(user, order_id, data)
+    return jsonify(dump_order(order, services.order_scope(user, order)))
+
+
+@bp.post("/orders/<int:order_id>/confirm-receipt")
+@require_login
+def confirm_receipt(order_id: int):
+    """The buyer confirms receipt (验货), completing a shipped order."""
+    return jsonify(dump_order(services.confirm_receipt(current_user(), order_id)))
+
+
+@bp.post("/payments/stripe/webhook")
+def stripe_webhook():
+    """Stripe's webhook: the signature is checked over the raw body; redeliveries change nothing."""
+    result = services.handle_stripe_webhook(request.get_data(cache=False),
+                                            request.headers.get("Stripe-Signature"))
+    return jsonify(result)

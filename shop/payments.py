@@ -1,0 +1,204 @@
+"""Stripe Checkout (test mode) and the offline sandbox that imitates it.
+
+Only this module talks to Stripe. With ``STRIPE_SECRET_KEY`` set, stripe-python's
+``StripeClient`` creates Checkout Sessions, expires them and refunds payments (pointed at
+``STRIPE_API_BASE`` when set, as the tests do with a loopback server). Without a key, the
+sandbox hands out ``cs_sandbox_…`` sessions whose checkout page signs a
+``checkout.session.completed`` event exactly as Stripe does, for the same webhook handler.
+"""
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from datetime import datetime
+
+import stripe
+from flask import current_app
+
+from core.errors import AppError, BadRequest
+from shop.settings import wallet_methods
+
+log = logging.getLogger(__name__)
+
+SANDBOX_PREFIX = "cs_sandbox_"
+#: Stripe refuses events older than this by default; we do the same.
+SIGNATURE_TOLERANCE_SECONDS = 300
+#: Stripe allows a Checkout Session to live between 30 minutes and 24 hours.
+STRIPE_MIN_SESSION_SECONDS = 30 * 60 + 60
+STRIPE_MAX_SESSION_SECONDS = 24 * 3600 - 60
+
+
+class PaymentProviderError(AppError):
+    """Stripe could not be reached or refused the request; nothing was changed here."""
+
+    status, code, message = 502, "payment_provider_error", "支付服务暂时不可用，请稍后再试"
+
+
+def stripe_enabled() -> bool:
+    """True when a Stripe secret key is configured (otherwise the offline sandbox is used)."""
+    return bool(current_app.config.get("STRIPE_SECRET_KEY"))
+
+
+def sandbox_secret() -> str:
+    """A per-instance webhook secret for the sandbox, derived from SECRET_KEY.
+
+    Derived rather than random so every worker process of one deployment agrees on it.
+    """
+    digest = hmac.new(current_app.config["SECRET_KEY"].encode(), b"stripe-sandbox-webhook", hashlib.sha256)
+    return "whsec_sandbox_" + digest.hexdigest()[:40]
+
+
+def webhook_secret() -> str:
+    """The secret webhook signatures are checked against."""
+    return current_app.config.get("STRIPE_WEBHOOK_SECRET") or sandbox_secret()
+
+
+def _client() -> stripe.StripeClient:
+    """A Stripe client for the configured key, aimed at STRIPE_API_BASE when set."""
+    base = current_app.config.get("STRIPE_API_BASE")
+    kwargs = {"base_addresses": {"api": base}} if base else {}
+    return stripe.StripeClient(current_app.config["STRIPE_SECRET_KEY"], max_network_retries=2, **kwargs)
+
+
+def session_expiry(reserved_until: datetime, now: datetime) -> datetime:
+    """Clamp a reservation deadline into the window Stripe accepts for ``expires_at``."""
+    seconds = (reserved_until - now).total_seconds()
+    seconds = min(max(seconds, STRIPE_MIN_SESSION_SECONDS), STRIPE_MAX_SESSION_SECONDS)
+    return datetime.fromtimestamp(int(now.timestamp() + seconds), tz=now.tzinfo)
+
+
+def create_checkout_session(order, *, expires_at: datetime, base_url: str) -> tuple[str, str]:
+    """Create a Checkout Session for ``order``; return (session id, checkout URL).
+
+    :raise PaymentProviderError: Stripe refused or could not be reached.
+    """
+    if not stripe_enabled():
+        session_id = SANDBOX_PREFIX + secrets.token_urlsafe(24)
+        return session_id, f"{base_url}/pay/sandbox/{session_id}"
+    methods = ["card", *wallet_methods()]
+    params = {
+        "mode": "payment",
+        "currency": "cny",
+        "client_reference_id": str(order.id),
+        "metadata": {"order_id": str(order.id), "order_number": order.number},
+        "payment_intent_data": {"metadata": {"order_id": str(order.id), "order_number": order.number}},
+        "line_items": [
+            {
+                "quantity": line.quantity,
+                "price_data": {
+                    "currency": "cny",
+                    "unit_amount": line.unit_price_fen,
+                    "product_data": {"name": line.product_name, "metadata": {"product_id": str(line.product_id)}},
+                },
+            }
+            for line in order.lines
+        ],
+        "payment_method_types": methods,
+        "success_url": f"{base_url}/orders/{order.id}?paid=1",
+        "cancel_url": f"{base_url}/orders/{order.id}",
+        "expires_at": int(expires_at.timestamp()),
+    }
+    if "wechat_pay" in methods:
+        params["payment_method_options"] = {"wechat_pay": {"client": "web"}}
+    try:
+        session = _client().v1.checkout.sessions.create(
+            params=params, options={"idempotency_key": f"xiangban-checkout-{order.number}"})
+    except stripe.StripeError as exc:
+        log.warning("stripe checkout session for order %s failed: %s", order.id, exc)
+        raise PaymentProviderError() from exc
+    return session.id, session.url
+
+
+def expire_checkout_session(session_id: str) -> str:
+    """Ask Stripe to expire an open Checkout Session; return its resulting status.
+
+    Returns ``"complete"`` when Stripe says the buyer already paid (the session cannot be
+    expired), so the caller must not cancel. Sandbox sessions need no call.
+
+    :raise PaymentProviderError: Stripe could not be reached.
+    """
+    if not stripe_enabled() or session_id.startswith(SANDBOX_PREFIX):
+        return "expired"
+    client = _client()
+    try:
+        return client.v1.checkout.sessions.expire(session_id).status
+    except stripe.InvalidRequestError:
+        # Stripe refuses to expire a session that is not open: find out whether it was paid.
+        try:
+            session = client.v1.checkout.sessions.retrieve(session_id)
+        except stripe.StripeError as exc:
+            raise PaymentProviderError() from exc
+        return session.status
+    except stripe.StripeError as exc:
+        raise PaymentProviderError() from exc
+
+
+def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: str, order_number: str) -> str:
+    """Refund ``amount_fen`` of a Stripe payment; return Stripe's refund id.
+
+    :raise PaymentProviderError: Stripe refused or could not be reached.
+    """
+    try:
+        refund = _client().v1.refunds.create(
+            params={"payment_intent": payment_intent_id, "amount": amount_fen,
+                    "metadata": {"order_number": order_number}},
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.StripeError as exc:
+        log.warning("stripe refund for %s failed: %s", order_number, exc)
+        raise PaymentProviderError("退款未能提交到支付服务，未做任何更改，请稍后再试") from exc
+    return refund.id
+
+
+def sign_payload(payload: str, secret: str, timestamp: int | None = None) -> str:
+    """Return a ``Stripe-Signature`` header for ``payload``, computed exactly as Stripe does."""
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    signature = hmac.new(secret.encode(), f"{timestamp}.{payload}".encode(), hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={signature}"
+
+
+def verify_event(raw_body: bytes, signature_header: str | None) -> dict:
+    """Check the signature over the raw body and return the event as a dict.
+
+    :raise BadRequest: missing, wrong or stale signature, or a body that is not an event (400).
+    """
+    try:
+        payload = raw_body.decode("utf-8")
+        stripe.WebhookSignature.verify_header(payload, signature_header or "", webhook_secret(),
+                                              tolerance=SIGNATURE_TOLERANCE_SECONDS)
+        event = json.loads(payload)
+    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest("签名校验失败", code="invalid_signature") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
+            or not isinstance((event.get("data") or {}).get("object"), dict):
+        raise BadRequest("不是有效的事件", code="invalid_event")
+    return event
+
+
+def sandbox_completed_event(order) -> str:
+    """Build the JSON body of the ``checkout.session.completed`` event Stripe would send."""
+    now = int(time.time())
+    event = {
+        "id": "evt_sandbox_" + secrets.token_hex(12),
+        "object": "event",
+        "type": "checkout.session.completed",
+        "created": now,
+        "livemode": False,
+        "data": {
+            "object": {
+                "id": order.checkout_session_id,
+                "object": "checkout.session",
+                "mode": "payment",
+                "status": "complete",
+                "payment_status": "paid",
+                "client_reference_id": str(order.id),
+                "currency": "cny",
+                "amount_total": order.total_fen,
+                "payment_intent": "pi_sandbox_" + secrets.token_hex(12),
+                "metadata": {"order_id": str(order.id), "order_number": order.number},
+            }
+        },
+    }
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

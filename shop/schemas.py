@@ -1,0 +1,176 @@
+"""marshmallow schemas for orders: what callers may send, and what each viewer is shown."""
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from core.timeutil import isoformat
+from shop.models import CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS
+from shop.states import OrderStatus
+
+REQUIRED = {"required": "必填", "null": "不能为空"}
+INTEGER = {**REQUIRED, "invalid": "必须是整数"}
+MAX_QUANTITY = 100_000
+
+
+class _Lenient(Schema):
+    """Unknown keys are ignored: other systems may send fields we do not use."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class OrderLineInSchema(_Lenient):
+    product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER)
+    quantity = fields.Integer(required=True, strict=True, error_messages=INTEGER,
+                              validate=validate.Range(min=1, max=MAX_QUANTITY,
+                                                      error=f"数量须在 1 到 {MAX_QUANTITY} 之间"))
+
+
+class ShippingSchema(_Lenient):
+    name = fields.String(required=True, error_messages=REQUIRED,
+                         validate=validate.Length(min=1, max=50, error="长度须为 1 到 50"))
+    phone = fields.String(required=True, error_messages=REQUIRED,
+                          validate=validate.Regexp(r"^[0-9+\-\s]{5,30}$", error="电话号码格式不正确"))
+    address = fields.String(required=True, error_messages=REQUIRED,
+                            validate=validate.Length(min=5, max=300, error="地址长度须为 5 到 300"))
+
+
+class InvoiceSchema(_Lenient):
+    title = fields.String(required=True, error_messages=REQUIRED,
+                          validate=validate.Length(min=1, max=120, error="长度须为 1 到 120"))
+    # 纳税人识别号: the 18-character credit code today, 15 or 20 characters for older ones.
+    tax_id = fields.String(required=True, error_messages=REQUIRED,
+                           validate=validate.Regexp(r"^[0-9A-Z]{15,20}$", error="纳税人识别号须为 15 到 20 位数字或大写字母"))
+
+
+class OrderCreateSchema(_Lenient):
+    lines = fields.List(fields.Nested(OrderLineInSchema), required=True, error_messages=REQUIRED,
+                        validate=validate.Length(min=1, max=50, error="订单须有 1 到 50 行"))
+    payment_method = fields.String(required=True, error_messages=REQUIRED,
+                                   validate=validate.OneOf(PAYMENT_METHODS, error="支付方式须为 stripe 或 bank_transfer"))
+    shipping = fields.Nested(ShippingSchema, required=True, error_messages=REQUIRED)
+    purchase_order_no = fields.String(load_default=None, allow_none=True,
+                                      validate=validate.Length(min=1, max=64, error="长度须为 1 到 64"))
+    invoice = fields.Nested(InvoiceSchema, load_default=None, allow_none=True)
+
+
+class TransferConfirmSchema(_Lenient):
+    amount_fen = fields.Integer(required=True, strict=True, error_messages=INTEGER,
+                                validate=validate.Range(min=1, error="金额须大于 0"))
+    reference = fields.String(required=True, error_messages=REQUIRED,
+                              validate=validate.Length(min=1, max=120, error="长度须为 1 到 120"))
+
+
+class RefundCreateSchema(_Lenient):
+    amount_fen = fields.Integer(required=True, strict=True, error_messages=INTEGER,
+                                validate=validate.Range(min=1, error="金额须大于 0"))
+    reason = fields.String(required=True, error_messages=REQUIRED,
+                           validate=validate.Length(min=1, max=500, error="长度须为 1 到 500"))
+
+
+class ShipSchema(_Lenient):
+    carrier = fields.String(required=True, error_messages=REQUIRED,
+                            validate=validate.Length(min=1, max=40, error="长度须为 1 到 40"))
+    tracking_number = fields.String(required=True, error_messages=REQUIRED,
+                                    validate=validate.Regexp(r"^[A-Za-z0-9\-]{6,40}$",
+                                                             error="运单号须为 6 到 40 位字母、数字或连字符"))
+    # Only admins name the cooperative; a cooperative member always ships its own part.
+    cooperative_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+
+    @validates_schema
+    def strip_blank(self, data, **kwargs):
+        if not data.get("carrier", "").strip():
+            raise ValidationError({"carrier": ["不能为空"]})
+
+
+class OrderQuerySchema(_Lenient):
+    status = fields.String(validate=validate.OneOf([s.value for s in OrderStatus], error="未知的订单状态"))
+
+
+# ---- output ----
+
+class LineOutSchema(Schema):
+    id = fields.Integer()
+    product_id = fields.Integer()
+    product_name = fields.String()
+    cooperative_id = fields.Integer()
+    unit = fields.String()
+    quantity = fields.Integer()
+    unit_price_fen = fields.Integer()
+    line_total_fen = fields.Integer()
+    refunded_fen = fields.Integer()
+    allocations = fields.Method("get_allocations")
+
+    def get_allocations(self, line):
+        return [{"batch_id": a.batch_id, "lot": a.batch.lot, "village_id": a.village_id, "quantity": a.quantity}
+                for a in line.allocations]
+
+
+class FulfilmentOutSchema(Schema):
+    cooperative_id = fields.Integer()
+    cooperative = fields.Function(lambda f: f.cooperative.name)
+    status = fields.String()
+    status_label = fields.Function(lambda f: FULFILMENT_LABELS[f.status])
+    carrier = fields.String(allow_none=True)
+    tracking_number = fields.String(allow_none=True)
+    shipped_at = fields.Function(lambda f: isoformat(f.shipped_at))
+
+
+class RefundOutSchema(Schema):
+    id = fields.Integer()
+    amount_fen = fields.Integer()
+    reason = fields.String()
+    provider = fields.String()
+    provider_refund_id = fields.String(allow_none=True)
+    created_at = fields.Function(lambda r: isoformat(r.created_at))
+
+
+_LINES = LineOutSchema(many=True)
+_FULFILMENTS = FulfilmentOutSchema(many=True)
+_REFUNDS = RefundOutSchema(many=True)
+
+
+def dump_order(order, cooperative_id: int | None = None) -> dict:
+    """The order as the contract shows it; a cooperative (``cooperative_id``) sees only its part.
+
+    A cooperative sees its own lines, their total, its fulfilment and the shipping address;
+    not the buyer's payment, invoice, refunds or other cooperatives' lines.
+    """
+    lines = [line for line in order.lines if cooperative_id is None or line.cooperative_id == cooperative_id]
+    fulfilments = [f for f in order.fulfilments if cooperative_id is None or f.cooperative_id == cooperative_id]
+    body = {
+        "id": order.id,
+        "number": order.number,
+        "status": order.status,
+        "status_label": order.status_label,
+        "channel": order.channel,
+        "channel_label": CHANNEL_LABELS[order.channel],
+        "currency": order.currency,
+        "total_fen": sum(line.line_total_fen for line in lines) if cooperative_id else order.total_fen,
+        "lines": _LINES.dump(lines),
+        "shipping": {"name": order.shipping_name, "phone": order.shipping_phone, "address": order.shipping_address},
+        "fulfilments": _FULFILMENTS.dump(fulfilments),
+        "purchase_order_no": order.purchase_order_no,
+        "created_at": isoformat(order.created_at),
+        "paid_at": isoformat(order.paid_at),
+        "shipped_at": isoformat(order.shipped_at),
+        "completed_at": isoformat(order.completed_at),
+    }
+    if cooperative_id is not None:
+        body["scope"] = "cooperative"
+        return body
+    body.update({
+        "scope": "order",
+        "buyer_id": order.buyer_id,
+        "budget_unit_id": order.budget_unit_id,
+        "refunded_fen": order.refunded_fen,
+        "payment_method": order.payment_method,
+        "payment": {"provider": order.payment_provider, "checkout_session_id": order.checkout_session_id,
+                    "checkout_url": order.checkout_url, "payment_intent_id": order.payment_intent_id,
+                    "reference": order.payment_reference},
+        "invoice": ({"title": order.invoice_title, "tax_id": order.invoice_tax_id}
+                    if order.invoice_title else None),
+        "reserved_until": isoformat(order.reserved_until),
+        "cancelled_at": isoformat(order.cancelled_at),
+        "cancel_reason": order.cancel_reason,
+        "refunds": _REFUNDS.dump(order.refunds),
+    })
+    return body

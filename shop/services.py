@@ -1,0 +1,794 @@
+"""Shop use cases: place, pay, cancel, expire, ship, receive and refund orders; carts.
+
+The only module of the shop that commits. Every status change goes through
+``shop.states.transition`` (audited); side effects (stock signals, Stripe calls that need no
+lock) happen after commit.
+
+Lock order, so concurrent use cases never deadlock on PostgreSQL: an order row first (when
+the use case has one), then batch rows in id order, then the audit chain's advisory lock
+(``record_event`` is always the last thing a transaction does before commit).
+"""
+import hashlib
+import json
+import logging
+import secrets
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.exc import IntegrityError
+
+from certification.gate import is_sellable
+from certification.models import Product
+from core.audit import record_event
+from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from core.extensions import db
+from core.models import Role, User
+from core.signals import notify_products_changed
+from core.timeutil import shanghai_today, to_shanghai, utcnow
+from shop import payments, stock
+from shop.models import (CartItem, Order, OrderAllocation, OrderFulfilment, OrderLine, PaymentEvent, Refund,
+                         RefundAllocation)
+from shop.settings import setting
+from shop.states import (PAID_STATUSES, REFUNDABLE_STATUSES, SHIPPABLE_STATUSES, OrderStatus, can_transition,
+                         transition)
+
+log = logging.getLogger(__name__)
+
+BUYER_ROLES = (Role.CONSUMER, Role.CANTEEN_BUYER)
+CART_MAX_QUANTITY = 10_000
+
+
+@contextmanager
+def _transaction():
+    """Commit what the block did, or roll it all back (and release SQLite's write lock) on error."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+def _lock_order(order_id: int) -> Order:
+    """Load an order with its row locked for this transaction, fresh from the database.
+
+    :raise NotFound: no such order.
+    """
+    stock.take_write_lock()
+    query = sa.select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+    if stock.dialect() == "postgresql":
+        query = query.with_for_update(of=Order)
+    order = db.session.scalar(query)
+    if order is None:
+        raise NotFound("订单不存在")
+    return order
+
+
+# ---------------------------------------------------------------- who sees what
+
+def order_scope(user: User | None, order: Order) -> int | None | bool:
+    """What ``user`` may see of ``order``: None (all of it), a cooperative id (its part) or False."""
+    if user is None:
+        return False
+    if order.buyer_id == user.id or user.has_role(Role.FINANCE, Role.ADMIN):
+        return None
+    if user.has_role(Role.COOPERATIVE) and user.cooperative_id is not None \
+            and any(line.cooperative_id == user.cooperative_id for line in order.lines):
+        return user.cooperative_id
+    return False
+
+
+def get_order(user: User, order_id: int) -> tuple[Order, int | None]:
+    """Return an order and the caller's scope of it; releases it first if its reservation lapsed.
+
+    :raise NotFound: absent, or not visible to this caller (404 by contract).
+    """
+    order = db.session.get(Order, order_id)
+    if order is None or order_scope(user, order) is False:
+        raise NotFound("订单不存在")
+    if order.status == OrderStatus.PENDING_PAYMENT.value and _is_stale(order, utcnow()):
+        _release_if_stale(order.id)
+        order = db.session.get(Order, order_id)
+    return order, order_scope(user, order)
+
+
+def list_orders(user: User, *, status: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Order], int]:
+    """Orders the caller may see, newest first: own, a cooperative's, or all (finance, admin)."""
+    query = sa.select(Order)
+    if user.has_role(Role.FINANCE, Role.ADMIN):
+        pass
+    elif user.has_role(Role.COOPERATIVE) and user.cooperative_id is not None:
+        query = query.where(Order.id.in_(
+            sa.select(OrderLine.order_id).where(OrderLine.cooperative_id == user.cooperative_id)))
+    else:
+        query = query.where(Order.buyer_id == user.id)
+    if status:
+        query = query.where(Order.status == status)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+    items = list(db.session.scalars(query.order_by(Order.id.desc()).offset(offset).limit(limit)))
+    return items, int(total or 0)
+
+
+# ---------------------------------------------------------------- prices
+
+def unit_price_fen(product: Product, quantity: int, canteen: bool) -> int:
+    """The server's unit price: list price, or for canteens the best tier the quantity reaches."""
+    price = product.price_fen
+    if canteen:
+        for tier in product.bulk_tiers:  # ordered by min_qty
+            if quantity >= tier.min_qty:
+                price = tier.price_fen
+    return price
+
+
+def _reservation_deadline(payment_method: str, now: datetime) -> datetime:
+    """When an unpaid order's stock goes back on sale."""
+    if payment_method == "bank_transfer":
+        return now + timedelta(hours=setting("BANK_TRANSFER_RESERVATION_HOURS"))
+    return now + timedelta(minutes=setting("ORDER_RESERVATION_MINUTES"))
+
+
+def _fingerprint(data: dict) -> str:
+    """A stable hash of a loaded order request, to recognise an Idempotency-Key replay."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def _order_number(order: Order) -> str:
+    """Human-readable, unique: XB + Shanghai date + the order id (XB20261129-000123)."""
+    return f"XB{to_shanghai(order.created_at):%Y%m%d}-{order.id:06d}"
+
+
+# ---------------------------------------------------------------- placing an order
+
+def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> tuple[Order, bool]:
+    """Validate, price, reserve stock per batch and create an order awaiting payment.
+
+    Duplicate product lines are merged (quantities added) before pricing and checks.
+    Returns (order, created): ``created`` is False when an Idempotency-Key replay returned the
+    earlier order.
+
+    :raise Forbidden: bank transfer by a non-canteen buyer; a cooperative buying its own products.
+    :raise ValidationFailed: unknown product, canteen quantity below the product's bulk MOQ,
+        or an Idempotency-Key reused with another body.
+    :raise Conflict: a product not sellable now (409 ``product_not_sellable``), or not enough
+        stock (409 ``insufficient_stock``, nothing reserved).
+    """
+    fingerprint = _fingerprint(data)
+    if idempotency_key:
+        existing = _order_by_key(buyer, idempotency_key, fingerprint)
+        if existing is not None:
+            return existing, False
+    expire_stale_reservations(limit=20)
+
+    canteen = buyer.has_role(Role.CANTEEN_BUYER)
+    if data["payment_method"] == "bank_transfer" and not canteen:
+        raise Forbidden("对公转账仅限机关食堂采购员使用", code="bank_transfer_not_allowed")
+    if canteen and buyer.budget_unit_id is None:
+        raise Forbidden("该采购员账号未关联预算单位", code="no_budget_unit")
+
+    wanted: dict[int, int] = {}
+    first_index: dict[int, int] = {}
+    for index, line in enumerate(data["lines"]):
+        wanted[line["product_id"]] = wanted.get(line["product_id"], 0) + line["quantity"]
+        first_index.setdefault(line["product_id"], index)
+    products = {p.id: p for p in db.session.scalars(sa.select(Product).where(Product.id.in_(list(wanted))))}
+
+    def line_errors(pids, message) -> dict:
+        return {"lines": {str(first_index[pid]): {"product_id": [message(pid)]} for pid in pids}}
+
+    unknown = [pid for pid in wanted if pid not in products]
+    if unknown:
+        raise ValidationFailed("订单中有不存在的产品", code="unknown_product",
+                               fields=line_errors(unknown, lambda pid: "产品不存在"))
+    too_many = [pid for pid, qty in wanted.items() if qty > CART_MAX_QUANTITY * 10]
+    if too_many:
+        raise ValidationFailed(fields={"lines": {str(first_index[p]): {"quantity": ["数量过大"]} for p in too_many}})
+    today = shanghai_today()
+    unsellable = [pid for pid in wanted if not is_sellable(products[pid], today)]
+    if unsellable:
+        raise Conflict("订单中有当前不可销售的产品（未认定、认定已过期或已撤销）", code="product_not_sellable",
+                       fields=line_errors(unsellable, lambda pid: f"“{products[pid].name}”当前不可销售"))
+    if buyer.cooperative_id is not None and any(p.cooperative_id == buyer.cooperative_id for p in products.values()):
+        raise Forbidden("合作社账号不能购买本社产品（会虚增本村销售额）", code="own_products")
+    if canteen:
+        below = {pid: products[pid].bulk_moq for pid, qty in wanted.items()
+                 if products[pid].bulk_moq and qty < products[pid].bulk_moq}
+        if below:
+            raise ValidationFailed("低于机关食堂起订量", code="below_moq", fields={"lines": {
+                str(first_index[pid]): {"quantity": [f"起订量为 {moq}{products[pid].unit}"]} for pid, moq in below.items()}})
+    prices = {pid: unit_price_fen(products[pid], qty, canteen) for pid, qty in wanted.items()}
+
+    now = utcnow()
+    try:
+        with _transaction():
+            stock.take_write_lock()
+            candidates = stock.lock_candidate_batches(wanted, today)
+            takes, short = stock.plan_allocation(wanted, candidates)
+            if short:
+                raise Conflict("库存不足，未预留任何商品", code="insufficient_stock", fields={"lines": {
+                    str(first_index[pid]): {"quantity": [f"“{products[pid].name}”当前可售 {available}"]}
+                    for pid, available in short.items()}})
+            stock.apply_takes(takes)
+            order = _create_order_rows(buyer, data, wanted, products, prices, takes, now, canteen,
+                                       idempotency_key, fingerprint)
+            record_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
+                         to_state=OrderStatus.PENDING_PAYMENT.value,
+                         data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
+                               "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced; the other one won and holds the stock.
+        existing = _order_by_key(buyer, idempotency_key, fingerprint) if idempotency_key else None
+        if existing is None:
+            raise
+        return existing, False
+    notify_products_changed(*wanted)
+    if order.payment_method == "stripe":
+        _attach_checkout(order)
+    return order, True
+
+
+def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
+    """The buyer's earlier order made with this Idempotency-Key, if any.
+
+    :raise ValidationFailed: the key was used with a different request body.
+    """
+    existing = db.session.scalar(sa.select(Order).where(Order.buyer_id == buyer.id, Order.idempotency_key == key))
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise ValidationFailed("该 Idempotency-Key 已用于另一笔不同的订单", code="idempotency_key_reused")
+    return existing
+
+
+def _create_order_rows(buyer, data, wanted, products, prices, takes, now, canteen, idempotency_key, fingerprint):
+    """Insert the order, its lines, allocations and one fulfilment per cooperative (no commit)."""
+    shipping = data["shipping"]
+    invoice = data.get("invoice") or {}
+    channel = "canteen" if canteen else "online"
+    method = data["payment_method"]
+    order = Order(
+        number="P-" + secrets.token_hex(12),  # replaced by the id-based number after flush
+        buyer_id=buyer.id, budget_unit_id=buyer.budget_unit_id if canteen else None,
+        channel=channel, status=OrderStatus.PENDING_PAYMENT.value, payment_method=method,
+        payment_provider="bank_transfer" if method == "bank_transfer" else (
+            "stripe" if payments.stripe_enabled() else "sandbox"),
+        total_fen=sum(prices[pid] * qty for pid, qty in wanted.items()), refunded_fen=0,
+        shipping_name=shipping["name"].strip(), shipping_phone=shipping["phone"].strip(),
+        shipping_address=shipping["address"].strip(), purchase_order_no=data.get("purchase_order_no"),
+        invoice_title=invoice.get("title"), invoice_tax_id=invoice.get("tax_id"),
+        idempotency_key=idempotency_key, request_fingerprint=fingerprint,
+        reserved_until=_reservation_deadline(method, now), created_at=now,
+    )
+    db.session.add(order)
+    db.session.flush()
+    order.number = _order_number(order)
+    for pid, quantity in wanted.items():
+        product = products[pid]
+        line = OrderLine(order=order, product_id=pid, cooperative_id=product.cooperative_id,
+                         product_name=product.name, unit=product.unit, unit_price_fen=prices[pid],
+                         quantity=quantity, line_total_fen=prices[pid] * quantity, refunded_fen=0)
+        db.session.add(line)
+        for take in takes[pid]:
+            db.session.add(OrderAllocation(order=order, line=line, batch_id=take.batch_id, village_id=take.village_id,
+                                           product_id=pid, channel=channel, quantity=take.quantity,
+                                           amount_fen=prices[pid] * take.quantity, refunded_fen=0))
+    for cooperative_id in sorted({products[pid].cooperative_id for pid in wanted}):
+        db.session.add(OrderFulfilment(order=order, cooperative_id=cooperative_id, status="pending"))
+    db.session.flush()
+    return order
+
+
+def _attach_checkout(order: Order) -> None:
+    """Open a Checkout Session (Stripe or sandbox) for a new order and store it.
+
+    Stripe's session expires with the reservation (clamped to Stripe's 30 min – 24 h window;
+    the reservation is stretched to match, never shortened).
+
+    :raise PaymentProviderError: Stripe failed; the order is cancelled and its stock released.
+    """
+    now = utcnow()
+    expires_at = payments.session_expiry(order.reserved_until, now) if payments.stripe_enabled() \
+        else order.reserved_until
+    base_url = current_app.config["PUBLIC_BASE_URL"]
+    try:
+        session_id, url = payments.create_checkout_session(order, expires_at=expires_at, base_url=base_url)
+    except payments.PaymentProviderError:
+        _release(order.id, actor=None, action="cancelled", reason="支付服务不可用，订单已自动取消")
+        raise
+    with _transaction():
+        locked = _lock_order(order.id)
+        locked.checkout_session_id = session_id
+        locked.checkout_url = url
+        locked.reserved_until = max(locked.reserved_until, expires_at)
+
+
+# ---------------------------------------------------------------- releasing stock
+
+def _is_stale(order: Order, now: datetime) -> bool:
+    """True when a pending order's reservation has lapsed (real Stripe gets a grace period)."""
+    deadline = order.reserved_until
+    if order.payment_provider == "stripe":
+        deadline += timedelta(minutes=setting("STRIPE_EXPIRY_GRACE_MINUTES"))
+    return deadline < now
+
+
+def _release(order_id: int, *, actor, action: str, reason: str, only_if_stale: bool = False,
+             now: datetime | None = None) -> bool:
+    """Cancel a pending order and give its units back to the same batches, exactly once.
+
+    The status check under the order's row lock is the once-only gate; the allocation rows'
+    ``released_at`` guard is a second one. Returns False when there was nothing to release.
+    """
+    with _transaction():
+        order = _lock_order(order_id)
+        if order.status != OrderStatus.PENDING_PAYMENT.value or (only_if_stale and not _is_stale(order, now or utcnow())):
+            return False
+        product_ids = stock.release_allocations(order.allocations)
+        order.cancelled_at = utcnow()
+        order.cancel_reason = reason
+        for fulfilment in order.fulfilments:
+            fulfilment.status = "cancelled"
+        transition(order, OrderStatus.CANCELLED, actor=actor, action=action, comment=reason,
+                   data={"released": [[a.batch_id, a.quantity] for a in order.allocations]})
+    notify_products_changed(*product_ids)
+    return True
+
+
+def _release_if_stale(order_id: int, now: datetime | None = None) -> bool:
+    """Expire one order if its reservation lapsed (used lazily by requests that touch it)."""
+    return _release(order_id, actor=None, action="expired", reason="超时未付款，库存已释放", only_if_stale=True,
+                    now=now)
+
+
+def expire_stale_reservations(now: datetime | None = None, limit: int | None = None) -> int:
+    """Release every pending order whose reservation lapsed; return how many were released.
+
+    Called lazily before placing orders and by ``flask --app wsgi orders expire``.
+    """
+    now = now or utcnow()
+    grace = timedelta(minutes=setting("STRIPE_EXPIRY_GRACE_MINUTES"))
+    query = (sa.select(Order.id)
+             .where(Order.status == OrderStatus.PENDING_PAYMENT.value, Order.reserved_until < now,
+                    sa.or_(Order.payment_provider != "stripe", Order.reserved_until < now - grace))
+             .order_by(Order.reserved_until))
+    if limit:
+        query = query.limit(limit)
+    ids = list(db.session.scalars(query))
+    db.session.rollback()  # end the read so SQLite's next writer is not blocked by it
+    return sum(1 for order_id in ids if _release_if_stale(order_id, now))
+
+
+def cancel_order(user: User, order_id: int) -> Order:
+    """The buyer cancels an unpaid order; its stock goes back on sale at once.
+
+    :raise NotFound: not visible to the caller.
+    :raise Forbidden: visible but not the caller's own order.
+    :raise Conflict: not awaiting payment, or Stripe reports it was just paid.
+    """
+    order, _ = get_order(user, order_id)
+    if order.buyer_id != user.id:
+        raise Forbidden("只有下单人可以取消订单")
+    if order.status != OrderStatus.PENDING_PAYMENT.value:
+        raise Conflict(f"订单当前状态为“{order.status_label}”，只有待付款订单可以取消", code="invalid_order_status")
+    if order.payment_provider == "stripe" and order.checkout_session_id:
+        # Close the payment page first, so the buyer cannot pay for a cancelled order.
+        if payments.expire_checkout_session(order.checkout_session_id) == "complete":
+            raise Conflict("该订单已完成支付，正在确认中，不能取消", code="payment_in_progress")
+    if not _release(order_id, actor=user, action="cancelled", reason="买家取消订单"):
+        raise Conflict("订单状态已变化，不能取消", code="invalid_order_status")
+    return db.session.get(Order, order_id)
+
+
+# ---------------------------------------------------------------- payment
+
+def _mark_paid(order: Order, *, paid_at: datetime, actor, data: dict, comment: str = "") -> None:
+    """Record a payment on a locked pending order: the sale now counts for its villages."""
+    order.paid_at = paid_at
+    db.session.execute(
+        sa.update(OrderAllocation).where(OrderAllocation.order_id == order.id).values(paid_at=paid_at)
+        .execution_options(synchronize_session=False))
+    for allocation in order.allocations:
+        db.session.expire(allocation, ["paid_at"])
+    transition(order, OrderStatus.PAID, actor=actor, action="paid", comment=comment, data=data)
+
+
+def handle_stripe_webhook(raw_body: bytes, signature_header: str | None) -> dict:
+    """Verify and apply one Stripe event exactly once; return what was done.
+
+    :raise BadRequest: the signature does not verify or is stale (400; nothing changes).
+    """
+    event = payments.verify_event(raw_body, signature_header)
+    session = event["data"]["object"]
+    released: list[int] = []
+    try:
+        with _transaction():
+            stock.take_write_lock()
+            record = PaymentEvent(provider="stripe", event_id=event["id"], type=event["type"], outcome="received")
+            db.session.add(record)
+            db.session.flush()  # a redelivered event stops here on the unique event id
+            outcome, order_id, released = _apply_event(event, session)
+            record.outcome = outcome
+            record.order_id = order_id
+    except IntegrityError:
+        return {"received": True, "duplicate": True, "outcome": "duplicate"}
+    notify_products_changed(*released)
+    return {"received": True, "duplicate": False, "outcome": outcome}
+
+
+def _apply_event(event: dict, session: dict) -> tuple[str, int | None, list[int]]:
+    """Apply a verified event inside the caller's transaction; return (outcome, order id, released products)."""
+    kind = event["type"]
+    if not kind.startswith("checkout.session."):
+        return "ignored", None, []
+    session_id = session.get("id")
+    order_id = db.session.scalar(sa.select(Order.id).where(Order.checkout_session_id == session_id)) \
+        if isinstance(session_id, str) else None
+    if order_id is None:
+        claimed = _int_or_none(session.get("client_reference_id"))
+        if claimed is not None and db.session.get(Order, claimed) is not None:
+            order = _lock_order(claimed)
+            _alert(order, event, ["checkout_session_id 与订单不符"])
+            return "session_mismatch", order.id, []
+        return "unknown_session", None, []
+    order = _lock_order(order_id)
+
+    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        if session.get("payment_status") != "paid":
+            # Delayed methods: completed now, money later (async_payment_succeeded).
+            return "awaiting_payment", order.id, []
+        problems = _payment_problems(order, session)
+        if problems:
+            _alert(order, event, problems)
+            return "mismatch", order.id, []
+        if order.status in {s.value for s in PAID_STATUSES}:
+            return "already_paid", order.id, []
+        if order.status == OrderStatus.CANCELLED.value:
+            # Money arrived for an order whose stock was released: finance must refund it.
+            _alert(order, event, ["订单已取消（库存已释放）后收到付款，需人工退款"], action="paid_after_cancel")
+            return "paid_after_cancel", order.id, []
+        paid_at = _event_time(event)
+        order.payment_intent_id = session.get("payment_intent") if isinstance(session.get("payment_intent"), str) else None
+        _mark_paid(order, paid_at=paid_at, actor=None,
+                   data={"event_id": event["id"], "session_id": session_id, "amount_fen": session.get("amount_total"),
+                         "provider": order.payment_provider})
+        return "paid", order.id, []
+
+    if kind in ("checkout.session.expired", "checkout.session.async_payment_failed"):
+        if order.status != OrderStatus.PENDING_PAYMENT.value:
+            # e.g. expired arriving after completed: the payment stands.
+            return "ignored_not_pending", order.id, []
+        reason = "支付会话已过期，库存已释放" if kind.endswith("expired") else "支付失败，库存已释放"
+        released = stock.release_allocations(order.allocations)
+        order.cancelled_at = utcnow()
+        order.cancel_reason = reason
+        for fulfilment in order.fulfilments:
+            fulfilment.status = "cancelled"
+        transition(order, OrderStatus.CANCELLED, action="expired", comment=reason, data={"event_id": event["id"]})
+        return "cancelled", order.id, released
+    return "ignored", order.id, []
+
+
+def _payment_problems(order: Order, session: dict) -> list[str]:
+    """Why a completed session does not pay this order (empty when it does)."""
+    problems = []
+    if str(session.get("client_reference_id")) != str(order.id):
+        problems.append("client_reference_id 与订单不符")
+    if session.get("currency") != "cny":
+        problems.append(f"币种为 {session.get('currency')!r}，应为 cny")
+    if not isinstance(session.get("amount_total"), int) or session["amount_total"] != order.total_fen:
+        problems.append(f"金额 {session.get('amount_total')!r} 与订单应付 {order.total_fen} 分不符")
+    return problems
+
+
+def _alert(order: Order, event: dict, problems: list[str], action: str = "payment_mismatch") -> None:
+    """Audit a payment event that did not (and must not) mark the order paid."""
+    record_event(subject_type="order", subject_id=order.id, action=action, from_state=order.status,
+                 to_state=order.status, comment="；".join(problems),
+                 data={"event_id": event["id"], "type": event["type"],
+                       "session_id": event["data"]["object"].get("id")})
+
+
+def _event_time(event: dict) -> datetime:
+    """When Stripe says the event happened (the payment time), never in the future."""
+    created = event.get("created")
+    now = utcnow()
+    if isinstance(created, int) and 0 < created:
+        return min(datetime.fromtimestamp(created, tz=timezone.utc), now)
+    return now
+
+
+def _int_or_none(value) -> int | None:
+    """Parse an id sent as text, or None."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def pay_in_sandbox(session_id: str) -> Order:
+    """The offline simulated checkout: sign a completed-session event and deliver it to the webhook.
+
+    :raise NotFound: unknown sandbox session (or a real Stripe key is configured).
+    :raise Conflict: the order is no longer awaiting payment.
+    """
+    if payments.stripe_enabled() or not session_id.startswith(payments.SANDBOX_PREFIX):
+        raise NotFound("模拟支付页面不存在")
+    order = sandbox_order(session_id)
+    if order.status != OrderStatus.PENDING_PAYMENT.value:
+        raise Conflict(f"订单当前状态为“{order.status_label}”，无需支付", code="invalid_order_status")
+    body = payments.sandbox_completed_event(order)
+    handle_stripe_webhook(body.encode("utf-8"), payments.sign_payload(body, payments.webhook_secret()))
+    return db.session.get(Order, order.id)
+
+
+def sandbox_order(session_id: str) -> Order:
+    """The order behind a sandbox checkout session, releasing it first if its reservation lapsed.
+
+    :raise NotFound: no such session.
+    """
+    order = db.session.scalar(sa.select(Order).where(Order.checkout_session_id == session_id))
+    if order is None or payments.stripe_enabled():
+        raise NotFound("模拟支付页面不存在")
+    if order.status == OrderStatus.PENDING_PAYMENT.value and _is_stale(order, utcnow()):
+        _release_if_stale(order.id)
+        order = db.session.get(Order, order.id)
+    return order
+
+
+def confirm_transfer(user: User, order_id: int, data: dict) -> Order:
+    """Finance confirms a bank transfer (对公转账) for exactly the order's total.
+
+    :raise NotFound: no such order.
+    :raise Conflict: not a bank-transfer order, or not awaiting payment.
+    :raise ValidationFailed: the amount differs from the total.
+    """
+    with _transaction():
+        order = _lock_order(order_id)
+        if order.payment_method != "bank_transfer":
+            raise Conflict("该订单不是对公转账订单", code="not_bank_transfer")
+        if order.status != OrderStatus.PENDING_PAYMENT.value:
+            raise Conflict(f"订单当前状态为“{order.status_label}”，不能确认到账", code="invalid_order_status")
+        if data["amount_fen"] != order.total_fen:
+            raise ValidationFailed("到账金额与订单应付金额不符", code="amount_mismatch",
+                                   fields={"amount_fen": [f"应为 {order.total_fen} 分"]})
+        order.payment_reference = data["reference"].strip()
+        _mark_paid(order, paid_at=utcnow(), actor=user, comment=f"银行流水号 {order.payment_reference}",
+                   data={"amount_fen": data["amount_fen"], "reference": order.payment_reference})
+    return order
+
+
+# ---------------------------------------------------------------- refunds
+
+def split_refund(amount_fen: int, remaining: list[tuple[int, int]]) -> dict[int, int]:
+    """Split a refund over allocations in proportion to what each still holds, exact to the fen.
+
+    ``remaining`` is [(allocation id, unrefunded fen)]. Each gets floor(amount × its share);
+    the fen left over go one each to the allocations with the largest fractional remainders,
+    ties broken by the lower allocation id. No allocation is given more than it holds.
+    """
+    total = sum(value for _, value in remaining)
+    if amount_fen > total:
+        raise ValueError("refund exceeds what is left to refund")
+    parts = {}
+    remainders = []
+    for allocation_id, value in remaining:
+        share, remainder = divmod(amount_fen * value, total) if total else (0, 0)
+        parts[allocation_id] = share
+        remainders.append((-remainder, allocation_id))
+    leftover = amount_fen - sum(parts.values())
+    for _, allocation_id in sorted(remainders)[:leftover]:
+        parts[allocation_id] += 1
+    return {allocation_id: share for allocation_id, share in parts.items() if share}
+
+
+def refund_order(user: User, order_id: int, data: dict) -> Order:
+    """Refund part or all of a paid order; the amount leaves the villages' sales.
+
+    Stripe-paid orders are refunded through Stripe (against the payment intent) before anything
+    is recorded here; if Stripe fails, nothing changes.
+
+    :raise NotFound: no such order.
+    :raise Conflict: the order was never paid, or is already fully refunded.
+    :raise ValidationFailed: more than what is left to refund.
+    """
+    amount = data["amount_fen"]
+    reason = data["reason"].strip()
+    with _transaction():
+        order = _lock_order(order_id)
+        if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
+            raise Conflict(f"订单当前状态为“{order.status_label}”，不能退款", code="invalid_order_status")
+        left = order.total_fen - order.refunded_fen
+        if amount > left:
+            raise ValidationFailed("退款金额超过可退金额", code="refund_exceeds_paid",
+                                   fields={"amount_fen": [f"最多还可退 {left} 分"]})
+        allocations = {a.id: a for a in order.allocations}
+        parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen) for a in sorted(allocations.values(),
+                                                                                                key=lambda a: a.id)])
+        provider_refund_id = None
+        if order.payment_provider == "stripe":
+            provider_refund_id = payments.refund_payment(
+                order.payment_intent_id, amount, order_number=order.number,
+                idempotency_key=f"xiangban-refund-{order.number}-{order.refunded_fen}-{amount}")
+        refund = Refund(order=order, amount_fen=amount, reason=reason, provider=order.payment_provider,
+                        provider_refund_id=provider_refund_id, actor_id=user.id)
+        db.session.add(refund)
+        lines = {line.id: line for line in order.lines}
+        for allocation_id, share in sorted(parts.items()):
+            allocation = allocations[allocation_id]
+            allocation.refunded_fen += share
+            lines[allocation.line_id].refunded_fen += share
+            refund.parts.append(RefundAllocation(allocation_id=allocation_id, amount_fen=share))
+        order.refunded_fen += amount
+        full = order.refunded_fen == order.total_fen
+        if full:
+            for fulfilment in order.fulfilments:
+                if fulfilment.status == "pending":
+                    fulfilment.status = "cancelled"
+        transition(order, OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED, actor=user,
+                   action="refunded", comment=reason,
+                   data={"amount_fen": amount, "refunded_fen": order.refunded_fen, "provider": order.payment_provider,
+                         "provider_refund_id": provider_refund_id, "parts": sorted(parts.items())})
+    return order
+
+
+# ---------------------------------------------------------------- fulfilment
+
+def ship_part(user: User, order_id: int, data: dict) -> Order:
+    """A cooperative ships its own lines with a tracking number; the order is shipped when all parts are.
+
+    :raise NotFound: not visible to the caller.
+    :raise Forbidden: not a cooperative of this order (admins must name one).
+    :raise Conflict: not paid yet, refunded or cancelled, or this part already shipped.
+    """
+    order, scope = get_order(user, order_id)
+    if user.has_role(Role.ADMIN) and data.get("cooperative_id"):
+        cooperative_id = data["cooperative_id"]
+    elif user.has_role(Role.COOPERATIVE) and isinstance(scope, int):
+        cooperative_id = scope
+    else:
+        raise Forbidden("只有订单中的合作社可以发货")
+    with _transaction():
+        order = _lock_order(order_id)
+        fulfilment = next((f for f in order.fulfilments if f.cooperative_id == cooperative_id), None)
+        if fulfilment is None:
+            raise NotFound("该合作社在此订单中没有商品")
+        if order.status not in {s.value for s in SHIPPABLE_STATUSES}:
+            raise Conflict(f"订单当前状态为“{order.status_label}”，不能发货", code="invalid_order_status")
+        if fulfilment.status != "pending":
+            raise Conflict("本社商品已发货", code="already_shipped")
+        now = utcnow()
+        fulfilment.status = "shipped"
+        fulfilment.carrier = data["carrier"].strip()
+        fulfilment.tracking_number = data["tracking_number"].strip()
+        fulfilment.shipped_at = now
+        fulfilment.shipped_by_id = user.id
+        all_shipped = all(f.status in ("shipped", "received", "cancelled") for f in order.fulfilments)
+        details = {"cooperative_id": cooperative_id, "carrier": fulfilment.carrier,
+                   "tracking_number": fulfilment.tracking_number}
+        if all_shipped and order.status == OrderStatus.PAID.value:
+            order.shipped_at = now
+            transition(order, OrderStatus.SHIPPED, actor=user, action="shipped", data=details)
+        else:
+            record_event(subject_type="order", subject_id=order.id, action="part_shipped", actor=user,
+                         from_state=order.status, to_state=order.status, data=details)
+    return order
+
+
+def confirm_receipt(user: User, order_id: int) -> Order:
+    """The buyer confirms receipt (验货) of a shipped order, completing it.
+
+    :raise Forbidden: visible but not the caller's own order.
+    :raise Conflict: not shipped.
+    """
+    order, _ = get_order(user, order_id)
+    if order.buyer_id != user.id:
+        raise Forbidden("只有下单人可以确认收货")
+    with _transaction():
+        order = _lock_order(order_id)
+        if not can_transition(order.status, OrderStatus.COMPLETED):
+            raise Conflict(f"订单当前状态为“{order.status_label}”，不能确认收货", code="invalid_order_status")
+        _complete(order, actor=user, comment="买家确认收货")
+    return order
+
+
+def _complete(order: Order, *, actor, comment: str) -> None:
+    """Mark a locked shipped order completed and its parts received."""
+    order.completed_at = utcnow()
+    for fulfilment in order.fulfilments:
+        if fulfilment.status == "shipped":
+            fulfilment.status = "received"
+    transition(order, OrderStatus.COMPLETED, actor=actor, action="completed", comment=comment)
+
+
+def auto_complete_shipped(now: datetime | None = None) -> int:
+    """Complete orders shipped more than ORDER_AUTO_COMPLETE_DAYS ago (自动确认收货)."""
+    now = now or utcnow()
+    cutoff = now - timedelta(days=setting("ORDER_AUTO_COMPLETE_DAYS"))
+    ids = list(db.session.scalars(sa.select(Order.id).where(Order.status == OrderStatus.SHIPPED.value,
+                                                            Order.shipped_at < cutoff)))
+    db.session.rollback()
+    done = 0
+    for order_id in ids:
+        with _transaction():
+            order = _lock_order(order_id)
+            if order.status == OrderStatus.SHIPPED.value:
+                _complete(order, actor=None, comment="发货超期未确认，系统自动确认收货")
+                done += 1
+    return done
+
+
+def cooperative_order_book(user: User, *, to_ship_only: bool = False, limit: int = 100) -> list[dict]:
+    """A cooperative's paid orders: its lines, its fulfilment and the shipping address."""
+    if user.cooperative_id is None:
+        raise Forbidden("账号未关联合作社")
+    paid = [s.value for s in PAID_STATUSES]
+    query = (sa.select(OrderFulfilment)
+             .join(Order, Order.id == OrderFulfilment.order_id)
+             .where(OrderFulfilment.cooperative_id == user.cooperative_id, Order.status.in_(paid))
+             .order_by(OrderFulfilment.status != "pending", Order.paid_at.desc()).limit(limit))
+    if to_ship_only:
+        query = query.where(OrderFulfilment.status == "pending")
+    book = []
+    for fulfilment in db.session.scalars(query):
+        order = fulfilment.order
+        lines = [line for line in order.lines if line.cooperative_id == user.cooperative_id]
+        book.append({"order": order, "fulfilment": fulfilment, "lines": lines,
+                     "total_fen": sum(line.line_total_fen for line in lines)})
+    return book
+
+
+def payment_alerts(limit: int = 50) -> list[PaymentEvent]:
+    """Payment events finance must look at: mismatches and money received for cancelled orders."""
+    return list(db.session.scalars(
+        sa.select(PaymentEvent).where(PaymentEvent.outcome.in_(("mismatch", "session_mismatch", "paid_after_cancel")))
+        .order_by(PaymentEvent.id.desc()).limit(limit)))
+
+
+# ---------------------------------------------------------------- carts
+
+def cart_quantities(user: User) -> dict[int, int]:
+    """A signed-in user's cart as {product id: quantity}."""
+    return {item.product_id: item.quantity for item in
+            db.session.scalars(sa.select(CartItem).where(CartItem.user_id == user.id).order_by(CartItem.added_at))}
+
+
+def set_cart_quantity(user: User, product_id: int, quantity: int, *, add: bool = False) -> None:
+    """Put a product in the user's cart (``add``: on top of what is there); 0 removes it.
+
+    :raise NotFound: no such product.
+    """
+    if db.session.get(Product, product_id) is None:
+        raise NotFound("产品不存在")
+    with _transaction():
+        item = db.session.get(CartItem, (user.id, product_id))
+        new = (item.quantity if item and add else 0) + quantity
+        new = min(new, CART_MAX_QUANTITY)
+        if new <= 0:
+            if item is not None:
+                db.session.delete(item)
+        elif item is None:
+            db.session.add(CartItem(user_id=user.id, product_id=product_id, quantity=new))
+        else:
+            item.quantity = new
+
+
+def merge_guest_cart(user: User, guest: dict[int, int]) -> None:
+    """Add a guest's cart (kept in a cookie before sign-in) to the user's saved cart."""
+    existing = {pid for pid, in db.session.execute(sa.select(Product.id).where(Product.id.in_(list(guest))))}
+    with _transaction():
+        for product_id, quantity in guest.items():
+            if product_id not in existing or quantity <= 0:
+                continue
+            item = db.session.get(CartItem, (user.id, product_id))
+            if item is None:
+                db.session.add(CartItem(user_id=user.id, product_id=product_id,
+                                        quantity=min(quantity, CART_MAX_QUANTITY)))
+            else:
+                item.quantity = min(item.quantity + quantity, CART_MAX_QUANTITY)
+
+
+def remove_from_cart(user: User, product_ids) -> None:
+    """Drop products from the user's cart (after they were ordered)."""
+    with _transaction():
+        db.session.execute(sa.delete(CartItem).where(CartItem.user_id == user.id,
+                                                     CartItem.product_id.in_(list(product_ids))))

@@ -1,0 +1,137 @@
+"""Stock per batch: allocation at ordering time and release on cancellation or expiry.
+
+These helpers run inside the caller's transaction and never commit (``services`` does).
+
+Concurrency, why it cannot oversell:
+- PostgreSQL: every candidate batch row of the whole order is locked with ``SELECT ... FOR
+  UPDATE`` in one statement ordered by batch id, so two orders touching overlapping batches
+  always take their locks in the same order (no deadlock) and the second waits until the first
+  commits, then re-reads the current quantities.
+- SQLite serialises writers but lets a deferred transaction read before it writes; we take the
+  database write lock first (a no-op UPDATE) so the quantities we read cannot change under us.
+- On both, the decrement itself is ``UPDATE ... WHERE available_quantity >= n`` with a row count
+  check, so even a mistake in the above could only refuse an order, never oversell.
+"""
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date
+
+import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
+
+from core.errors import Conflict
+from core.extensions import db
+from core.timeutil import shanghai_today, utcnow
+from shop.models import OrderAllocation
+from traceability.models import Batch
+
+
+@dataclass(frozen=True)
+class Take:
+    """Units of one product taken from one batch."""
+
+    batch_id: int
+    village_id: int
+    quantity: int
+
+
+def dialect() -> str:
+    """Name of the database dialect of the current session."""
+    return db.session.get_bind().dialect.name
+
+
+def take_write_lock() -> None:
+    """On SQLite, take the database write lock before reading what we are about to change.
+
+    PostgreSQL needs nothing here: it locks the rows themselves (see ``lock_candidate_batches``).
+    """
+    if dialect() == "sqlite":
+        db.session.execute(sa.text("UPDATE batches SET id = id WHERE 0"))
+
+
+def lock_candidate_batches(product_ids, today: date | None = None) -> dict[int, list[dict]]:
+    """Return each product's sellable batches, oldest production first, locked for this transaction.
+
+    Sellable means units left and not past ``expires_on`` (an Asia/Shanghai date).
+    """
+    today = today or shanghai_today()
+    query = (
+        sa.select(Batch.id, Batch.product_id, Batch.village_id, Batch.produced_on, Batch.available_quantity)
+        .where(Batch.product_id.in_(list(product_ids)), Batch.available_quantity > 0,
+               sa.or_(Batch.expires_on.is_(None), Batch.expires_on >= today))
+        # One statement, one global order: lock rows by id across the whole order.
+        .order_by(Batch.id)
+    )
+    if dialect() == "postgresql":
+        query = query.with_for_update()
+    by_product: dict[int, list[dict]] = defaultdict(list)
+    for row in db.session.execute(query).mappings():
+        by_product[row["product_id"]].append(dict(row))
+    for rows in by_product.values():
+        rows.sort(key=lambda row: (row["produced_on"], row["id"]))
+    return by_product
+
+
+def plan_allocation(wanted: dict[int, int], candidates: dict[int, list[dict]]) -> tuple[dict[int, list[Take]], dict[int, int]]:
+    """Split each product's wanted units over its batches, oldest first.
+
+    :return: (takes per product, shortfall per product: units available when short).
+    """
+    takes: dict[int, list[Take]] = {}
+    short: dict[int, int] = {}
+    for product_id, quantity in wanted.items():
+        remaining = quantity
+        plan = []
+        for row in candidates.get(product_id, []):
+            if remaining == 0:
+                break
+            used = min(remaining, row["available_quantity"])
+            plan.append(Take(row["id"], row["village_id"], used))
+            remaining -= used
+        if remaining:
+            short[product_id] = quantity - remaining
+        takes[product_id] = plan
+    return takes, short
+
+
+def apply_takes(takes: dict[int, list[Take]]) -> None:
+    """Decrement the batches, in batch-id order, each guarded so it cannot go below zero.
+
+    :raise Conflict: a batch no longer had the units (only possible if locking was bypassed).
+    """
+    for take in sorted((t for plan in takes.values() for t in plan), key=lambda t: t.batch_id):
+        result = db.session.execute(
+            sa.update(Batch)
+            .where(Batch.id == take.batch_id, Batch.available_quantity >= take.quantity)
+            .values(available_quantity=Batch.available_quantity - take.quantity)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount != 1:
+            raise Conflict("库存刚刚被其他订单占用，请重试", code="insufficient_stock")
+
+
+def release_allocations(allocations) -> list[int]:
+    """Give each not-yet-released allocation's units back to its batch, once; return product ids.
+
+    The ``released_at IS NULL`` guard makes a second release of the same row a no-op even if a
+    caller's own status check were bypassed.
+    """
+    now = utcnow()
+    product_ids = []
+    for allocation in sorted(allocations, key=lambda a: (a.batch_id, a.id)):
+        marked = db.session.execute(
+            sa.update(OrderAllocation)
+            .where(OrderAllocation.id == allocation.id, OrderAllocation.released_at.is_(None))
+            .values(released_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if marked.rowcount != 1:
+            continue
+        db.session.execute(
+            sa.update(Batch).where(Batch.id == allocation.batch_id)
+            .values(available_quantity=Batch.available_quantity + allocation.quantity)
+            .execution_options(synchronize_session=False)
+        )
+        set_committed_value(allocation, "released_at", now)
+        product_ids.append(allocation.product_id)
+    return product_ids

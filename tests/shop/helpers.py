@@ -1,0 +1,124 @@
+"""Shared helpers for shop tests: an order request body, a placed order, signed webhook calls,
+and a loopback HTTP server standing in for Stripe's API."""
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+from shop import payments
+
+SHIPPING = {"name": "张三", "phone": "13800000000", "address": "湖南省吉首市人民北路 1 号"}
+
+
+def order_body(*lines, payment_method="stripe", **extra) -> dict:
+    """An order request for [(product, quantity)]."""
+    return {"lines": [{"product_id": p.id, "quantity": q} for p, q in lines], "payment_method": payment_method,
+            "shipping": SHIPPING, **extra}
+
+
+def place(client, make, user, *lines, status=201, **extra) -> dict:
+    """POST an order as ``user`` and return its JSON body."""
+    response = client.post("/api/v1/orders", json=order_body(*lines, **extra), headers=make.headers(user))
+    assert response.status_code == status, response.get_json()
+    return response.get_json()
+
+
+def completed_event(order: dict, **overrides) -> dict:
+    """The checkout.session.completed event Stripe sends for a placed order (JSON from the API)."""
+    session = {"id": order["payment"]["checkout_session_id"], "object": "checkout.session",
+               "client_reference_id": str(order["id"]), "payment_status": "paid", "status": "complete",
+               "currency": "cny", "amount_total": order["total_fen"], "payment_intent": "pi_test_123"}
+    session.update(overrides.pop("session", {}))
+    event = {"id": "evt_" + secrets.token_hex(8), "object": "event", "type": "checkout.session.completed",
+             "created": int(time.time()), "data": {"object": session}}
+    event.update(overrides)
+    return event
+
+
+def deliver(client, event: dict, secret="whsec_test_secret", timestamp=None, signature=None):
+    """POST a webhook event signed as Stripe would (or with the given signature header)."""
+    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    header = signature or payments.sign_payload(body, secret, timestamp)
+    return client.post("/api/v1/payments/stripe/webhook", data=body.encode(),
+                       headers={"Stripe-Signature": header, "Content-Type": "application/json"})
+
+
+def _line_items_total(form: dict) -> int:
+    """Sum of quantity × unit_amount over the form-encoded line items."""
+    total, index = 0, 0
+    while f"line_items[{index}][quantity]" in form:
+        total += int(form[f"line_items[{index}][quantity]"]) * int(form[f"line_items[{index}][price_data][unit_amount]"])
+        index += 1
+    return total
+
+
+class FakeStripe:
+    """A loopback HTTP server answering the few Stripe endpoints the shop calls, recording requests."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.session_status = "open"
+        self.fail_with: int | None = None
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Request-Id", "req_" + secrets.token_hex(6))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode() if length else ""
+                form = dict(parse_qsl(raw, keep_blank_values=True))
+                fake.requests.append({"method": self.command, "path": self.path, "form": form,
+                                      "headers": dict(self.headers)})
+                if fake.fail_with:
+                    return self._answer(fake.fail_with, {"error": {"type": "api_error", "message": "boom"}})
+                if self.path == "/v1/checkout/sessions" and self.command == "POST":
+                    session_id = "cs_test_" + secrets.token_hex(12)
+                    return self._answer(200, {"id": session_id, "object": "checkout.session",
+                                              "url": f"https://checkout.stripe.com/c/pay/{session_id}",
+                                              "status": "open", "currency": "cny",
+                                              "amount_total": _line_items_total(form)})
+                if self.path.startswith("/v1/checkout/sessions/") and self.path.endswith("/expire"):
+                    if fake.session_status != "open":
+                        return self._answer(400, {"error": {"type": "invalid_request_error",
+                                                            "message": "Only open sessions can be expired."}})
+                    return self._answer(200, {"id": self.path.split("/")[4], "object": "checkout.session",
+                                              "status": "expired"})
+                if self.path.startswith("/v1/checkout/sessions/") and self.command == "GET":
+                    return self._answer(200, {"id": self.path.split("/")[4], "object": "checkout.session",
+                                              "status": fake.session_status})
+                if self.path == "/v1/refunds" and self.command == "POST":
+                    return self._answer(200, {"id": "re_" + secrets.token_hex(10), "object": "refund",
+                                              "amount": int(form["amount"]), "status": "succeeded",
+                                              "payment_intent": form["payment_intent"]})
+                return self._answer(404, {"error": {"type": "invalid_request_error", "message": "unknown"}})
+
+            do_GET = do_POST = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def calls(self, path: str) -> list[dict]:
+        """Recorded requests to ``path`` (exact, or a prefix ending in '/')."""
+        return [r for r in self.requests if r["path"] == path or (path.endswith("/") and r["path"].startswith(path))]
