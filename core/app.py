@@ -57,6 +57,7 @@ def register_blueprints(app: Flask) -> None:
     from core.views import bp as core_views
     from shop.api import bp as shop_api
     from shop.cli import bp as shop_cli
+    from shop.views import bp as shop_views
     from traceability.api import bp as traceability_api
     from traceability.views import bp as traceability_views
 
@@ -66,7 +67,7 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("core.cooperative_index", "合作社",
                             roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
 
-    for blueprint in (core_views, certification_views, shop_cli, traceability_views):
+    for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views):
         app.register_blueprint(blueprint)
     for api in (core_api, certification_api, shop_api, traceability_api):
         csrf.exempt(api)

@@ -23,7 +23,10 @@ def _safe_next(target: str | None) -> str:
 @bp.get("/")
 def home():
     """Storefront home: the brand, the counties, and what each role can do next."""
-    return render_template("home.html", counties=COUNTIES)
+    # The storefront blocks of home.html are the shop's: its template extends home.html.
+    from shop.views import home_context
+
+    return render_template("shop/home.html", counties=COUNTIES, **home_context())
 
 
 @bp.route("/login", methods=["GET", "POST"])

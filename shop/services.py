@@ -36,7 +36,6 @@ from shop.states import (PAID_STATUSES, REFUNDABLE_STATUSES, SHIPPABLE_STATUSES,
 
 log = logging.getLogger(__name__)
 
-BUYER_ROLES = (Role.CONSUMER, Role.CANTEEN_BUYER)
 CART_MAX_QUANTITY = 10_000
 
 
@@ -94,10 +93,16 @@ def get_order(user: User, order_id: int) -> tuple[Order, int | None]:
     return order, order_scope(user, order)
 
 
-def list_orders(user: User, *, status: str | None = None, offset: int = 0, limit: int = 50) -> tuple[list[Order], int]:
-    """Orders the caller may see, newest first: own, a cooperative's, or all (finance, admin)."""
+def list_orders(user: User, *, status: str | None = None, own_only: bool = False, offset: int = 0,
+                limit: int = 50) -> tuple[list[Order], int]:
+    """Orders the caller may see, newest first: own, a cooperative's, or all (finance, admin).
+
+    ``own_only`` restricts anyone to the orders they placed themselves ("my orders").
+    """
     query = sa.select(Order)
-    if user.has_role(Role.FINANCE, Role.ADMIN):
+    if own_only:
+        query = query.where(Order.buyer_id == user.id)
+    elif user.has_role(Role.FINANCE, Role.ADMIN):
         pass
     elif user.has_role(Role.COOPERATIVE) and user.cooperative_id is not None:
         query = query.where(Order.id.in_(
@@ -735,6 +740,25 @@ def cooperative_order_book(user: User, *, to_ship_only: bool = False, limit: int
         book.append({"order": order, "fulfilment": fulfilment, "lines": lines,
                      "total_fen": sum(line.line_total_fen for line in lines)})
     return book
+
+
+def refundable(order: Order) -> int:
+    """Fen still refundable on an order (0 when it cannot be refunded)."""
+    if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
+        return 0
+    return order.total_fen - order.refunded_fen
+
+
+def finance_overview(limit: int = 50) -> dict:
+    """What the finance desk shows: transfers to confirm, recent payments, refunds and alerts."""
+    pending = list(db.session.scalars(
+        sa.select(Order).where(Order.payment_method == "bank_transfer",
+                               Order.status == OrderStatus.PENDING_PAYMENT.value).order_by(Order.id)))
+    paid = list(db.session.scalars(
+        sa.select(Order).where(Order.paid_at.is_not(None)).order_by(Order.paid_at.desc()).limit(limit)))
+    refunds = list(db.session.scalars(sa.select(Refund).order_by(Refund.id.desc()).limit(limit)))
+    return {"pending_transfers": pending, "recent_paid": paid, "recent_refunds": refunds,
+            "alerts": payment_alerts(limit)}
 
 
 def payment_alerts(limit: int = 50) -> list[PaymentEvent]:
