@@ -155,6 +155,11 @@ class ScanEvent(db.Model):
 
     No IP address (not even truncated) and no full user-agent: the anti-counterfeit signal
     is the per-code count, which needs neither, and PIPL asks for the minimum.
+
+    No foreign keys, deliberately: this append-only log is written on every scan, and an FK
+    check would both cost a lookup and take a KEY SHARE lock on the batch row, making scans
+    wait behind the shop's stock reservations (SELECT ... FOR UPDATE on batches). Rows are
+    only written by the scan statement, with ids it has just matched.
     """
 
     __tablename__ = "scan_events"
@@ -162,8 +167,8 @@ class ScanEvent(db.Model):
 
     id = db.Column(db.Integer, primary_key=True)
     at = db.Column(UTCDateTime, nullable=False, default=utcnow)
-    batch_id = db.Column(db.Integer, db.ForeignKey("batches.id", ondelete="CASCADE"), nullable=False)
-    serial_id = db.Column(db.Integer, db.ForeignKey("batch_serials.id", ondelete="CASCADE"), nullable=True)
+    batch_id = db.Column(db.Integer, nullable=False)
+    serial_id = db.Column(db.Integer, nullable=True)
     device_class = db.Column(db.String(10), nullable=False, default="other")
     # The app or browser family only (微信, 支付宝, Chrome ...).
     client = db.Column(db.String(20), nullable=False, default="other")
