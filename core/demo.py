@@ -84,4 +84,6 @@ def load_demo() -> list[str]:
 
 def _domain_demo_hooks():
     """Demo loaders of the domain packages, in dependency order."""
-    return []
+    from shop import demo as shop_demo  # last: orders need certified products and their batches
+
+    return [shop_demo.load]
