@@ -84,6 +84,7 @@ def load_demo() -> list[str]:
 
 def _domain_demo_hooks():
     """Demo loaders of the domain packages, in dependency order."""
+    from certification import demo as certification_demo
     from shop import demo as shop_demo  # last: orders need certified products and their batches
 
-    return [shop_demo.load]
+    return [certification_demo.load, shop_demo.load]
