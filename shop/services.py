@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
 
 from certification.gate import is_sellable
@@ -165,8 +166,6 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
         existing = _order_by_key(buyer, idempotency_key, fingerprint)
         if existing is not None:
             return existing, False
-    expire_stale_reservations(limit=20)
-
     canteen = buyer.has_role(Role.CANTEEN_BUYER)
     if data["payment_method"] == "bank_transfer" and not canteen:
         raise Forbidden("对公转账仅限机关食堂采购员使用", code="bank_transfer_not_allowed")
@@ -178,7 +177,11 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
     for index, line in enumerate(data["lines"]):
         wanted[line["product_id"]] = wanted.get(line["product_id"], 0) + line["quantity"]
         first_index.setdefault(line["product_id"], index)
-    products = {p.id: p for p in db.session.scalars(sa.select(Product).where(Product.id.in_(list(wanted))))}
+    products = {p.id: p for p in db.session.scalars(
+        sa.select(Product).where(Product.id.in_(list(wanted)))
+        # Only what pricing and the brand gate read: this runs on every order.
+        .options(orm.lazyload("*"), orm.joinedload(Product.certificate).lazyload("*"),
+                 orm.selectinload(Product.bulk_tiers)))}
 
     def line_errors(pids, message) -> dict:
         return {"lines": {str(first_index[pid]): {"product_id": [message(pid)]} for pid in pids}}
@@ -205,33 +208,65 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
                 str(first_index[pid]): {"quantity": [f"起订量为 {moq}{products[pid].unit}"]} for pid, moq in below.items()}})
     prices = {pid: unit_price_fen(products[pid], qty, canteen) for pid, qty in wanted.items()}
 
-    now = utcnow()
-    try:
-        with _transaction():
-            stock.take_write_lock()
-            candidates = stock.lock_candidate_batches(wanted, today)
-            takes, short = stock.plan_allocation(wanted, candidates)
-            if short:
-                raise Conflict("库存不足，未预留任何商品", code="insufficient_stock", fields={"lines": {
-                    str(first_index[pid]): {"quantity": [f"“{products[pid].name}”当前可售 {available}"]}
-                    for pid, available in short.items()}})
-            stock.apply_takes(takes)
-            order = _create_order_rows(buyer, data, wanted, products, prices, takes, now, canteen,
-                                       idempotency_key, fingerprint)
-            record_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
-                         to_state=OrderStatus.PENDING_PAYMENT.value,
-                         data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
-                               "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
-    except IntegrityError:
-        # Two requests with one Idempotency-Key raced; the other one won and holds the stock.
-        existing = _order_by_key(buyer, idempotency_key, fingerprint) if idempotency_key else None
-        if existing is None:
-            raise
-        return existing, False
+    for attempt in (1, 2):
+        try:
+            order = _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint, today)
+        except StockShortage as shortage:
+            # Stock held by lapsed reservations is stock: release them, then try once more.
+            if attempt == 1 and expire_stale_reservations(limit=100):
+                continue
+            raise Conflict("库存不足，未预留任何商品", code="insufficient_stock", fields={"lines": {
+                str(first_index[pid]): {"quantity": [f"“{products[pid].name}”当前可售 {available}"]}
+                for pid, available in shortage.available.items()}}) from None
+        except IntegrityError:
+            # Two requests with one Idempotency-Key raced; the other one won and holds the stock.
+            existing = _order_by_key(buyer, idempotency_key, fingerprint) if idempotency_key else None
+            if existing is None:
+                raise
+            return existing, False
+        break
     notify_products_changed(*wanted)
-    if order.payment_method == "stripe":
-        _attach_checkout(order)
+    if order.payment_provider == "stripe":
+        _attach_stripe_checkout(order)
     return order, True
+
+
+class StockShortage(Exception):
+    """Not enough sellable units; ``available`` maps each short product to what there is."""
+
+    def __init__(self, available: dict[int, int]):
+        super().__init__(available)
+        self.available = available
+
+
+def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint, today) -> Order:
+    """One transaction: write the order, then lock, allocate and decrement the batches, audit, commit.
+
+    The order's own rows are written before the batch rows are locked, so the locks on shared
+    (hot) batch rows are held only for the allocation, the audit append and the commit.
+
+    :raise StockShortage: not enough units (everything rolled back, nothing reserved).
+    """
+    with _transaction():
+        stock.take_write_lock()
+        order = _create_order_rows(buyer, data, wanted, products, prices, utcnow(), canteen,
+                                   idempotency_key, fingerprint)
+        candidates = stock.lock_candidate_batches(wanted, today)
+        takes, short = stock.plan_allocation(wanted, candidates)
+        if short:
+            raise StockShortage(short)
+        stock.apply_takes(takes)
+        lines = {line.product_id: line for line in order.lines}
+        db.session.add_all([
+            OrderAllocation(order=order, line=lines[pid], batch_id=take.batch_id, village_id=take.village_id,
+                            product_id=pid, channel=order.channel, quantity=take.quantity,
+                            amount_fen=prices[pid] * take.quantity, refunded_fen=0)
+            for pid, plan in takes.items() for take in plan])
+        record_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
+                     to_state=OrderStatus.PENDING_PAYMENT.value,
+                     data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
+                           "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
+    return order
 
 
 def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
@@ -245,18 +280,22 @@ def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
     return existing
 
 
-def _create_order_rows(buyer, data, wanted, products, prices, takes, now, canteen, idempotency_key, fingerprint):
-    """Insert the order, its lines, allocations and one fulfilment per cooperative (no commit)."""
+def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idempotency_key, fingerprint):
+    """Insert the order, its lines and one fulfilment per cooperative (no commit, no stock yet).
+
+    The offline sandbox's checkout session is made here, in the same transaction; a real
+    Stripe session needs the network and is attached after commit (``_attach_stripe_checkout``).
+    """
     shipping = data["shipping"]
     invoice = data.get("invoice") or {}
     channel = "canteen" if canteen else "online"
     method = data["payment_method"]
+    provider = "bank_transfer" if method == "bank_transfer" else ("stripe" if payments.stripe_enabled() else "sandbox")
     order = Order(
         number="P-" + secrets.token_hex(12),  # replaced by the id-based number after flush
         buyer_id=buyer.id, budget_unit_id=buyer.budget_unit_id if canteen else None,
         channel=channel, status=OrderStatus.PENDING_PAYMENT.value, payment_method=method,
-        payment_provider="bank_transfer" if method == "bank_transfer" else (
-            "stripe" if payments.stripe_enabled() else "sandbox"),
+        payment_provider=provider,
         total_fen=sum(prices[pid] * qty for pid, qty in wanted.items()), refunded_fen=0,
         shipping_name=shipping["name"].strip(), shipping_phone=shipping["phone"].strip(),
         shipping_address=shipping["address"].strip(), purchase_order_no=data.get("purchase_order_no"),
@@ -264,39 +303,35 @@ def _create_order_rows(buyer, data, wanted, products, prices, takes, now, cantee
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,
         reserved_until=_reservation_deadline(method, now), created_at=now,
     )
+    for pid, quantity in wanted.items():
+        product = products[pid]
+        order.lines.append(OrderLine(product_id=pid, cooperative_id=product.cooperative_id,
+                                     product_name=product.name, unit=product.unit, unit_price_fen=prices[pid],
+                                     quantity=quantity, line_total_fen=prices[pid] * quantity, refunded_fen=0))
+    for cooperative_id in sorted({products[pid].cooperative_id for pid in wanted}):
+        order.fulfilments.append(OrderFulfilment(cooperative_id=cooperative_id, status="pending"))
     db.session.add(order)
     db.session.flush()
     order.number = _order_number(order)
-    for pid, quantity in wanted.items():
-        product = products[pid]
-        line = OrderLine(order=order, product_id=pid, cooperative_id=product.cooperative_id,
-                         product_name=product.name, unit=product.unit, unit_price_fen=prices[pid],
-                         quantity=quantity, line_total_fen=prices[pid] * quantity, refunded_fen=0)
-        db.session.add(line)
-        for take in takes[pid]:
-            db.session.add(OrderAllocation(order=order, line=line, batch_id=take.batch_id, village_id=take.village_id,
-                                           product_id=pid, channel=channel, quantity=take.quantity,
-                                           amount_fen=prices[pid] * take.quantity, refunded_fen=0))
-    for cooperative_id in sorted({products[pid].cooperative_id for pid in wanted}):
-        db.session.add(OrderFulfilment(order=order, cooperative_id=cooperative_id, status="pending"))
-    db.session.flush()
+    if provider == "sandbox":
+        order.checkout_session_id, order.checkout_url = payments.create_checkout_session(
+            order, expires_at=order.reserved_until, base_url=current_app.config["PUBLIC_BASE_URL"])
     return order
 
 
-def _attach_checkout(order: Order) -> None:
-    """Open a Checkout Session (Stripe or sandbox) for a new order and store it.
+def _attach_stripe_checkout(order: Order) -> None:
+    """Open a Stripe Checkout Session for a new order (after commit: it needs the network).
 
-    Stripe's session expires with the reservation (clamped to Stripe's 30 min – 24 h window;
-    the reservation is stretched to match, never shortened).
+    The session expires with the reservation (clamped to Stripe's 30 min – 24 h window; the
+    reservation is stretched to match, never shortened).
 
     :raise PaymentProviderError: Stripe failed; the order is cancelled and its stock released.
     """
     now = utcnow()
-    expires_at = payments.session_expiry(order.reserved_until, now) if payments.stripe_enabled() \
-        else order.reserved_until
-    base_url = current_app.config["PUBLIC_BASE_URL"]
+    expires_at = payments.session_expiry(order.reserved_until, now)
     try:
-        session_id, url = payments.create_checkout_session(order, expires_at=expires_at, base_url=base_url)
+        session_id, url = payments.create_checkout_session(order, expires_at=expires_at,
+                                                           base_url=current_app.config["PUBLIC_BASE_URL"])
     except payments.PaymentProviderError:
         _release(order.id, actor=None, action="cancelled", reason="支付服务不可用，订单已自动取消")
         raise
