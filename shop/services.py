@@ -645,6 +645,8 @@ def refund_order(user: User, order_id: int, data: dict) -> Order:
         parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen) for a in sorted(allocations.values(),
                                                                                                 key=lambda a: a.id)])
         provider_refund_id = None
+        if order.payment_provider == "stripe" and not order.payment_intent_id:
+            raise Conflict("该订单没有记录 Stripe 支付单号，无法在线退款", code="no_payment_intent")
         if order.payment_provider == "stripe":
             provider_refund_id = payments.refund_payment(
                 order.payment_intent_id, amount, order_number=order.number,

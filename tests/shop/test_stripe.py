@@ -121,3 +121,14 @@ def test_refund_that_stripe_refuses_changes_nothing(client, make, fake_stripe):
     assert response.status_code == 502
     body = client.get(f"/api/v1/orders/{order['id']}", headers=make.headers(buyer)).get_json()
     assert body["status"] == "paid" and body["refunded_fen"] == 0
+
+
+def test_refund_without_a_recorded_payment_intent_is_refused(client, make, fake_stripe):
+    tea = certified_product(make, price_fen=10_000)
+    batch(tea, quantity=10)
+    order = place(client, make, make.user(), (tea, 1))
+    deliver(client, completed_event(order, session={"payment_intent": None}))
+    response = client.post(f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 1_000, "reason": "破损"},
+                           headers=make.headers(make.user(Role.FINANCE)))
+    assert response.status_code == 409 and response.get_json()["error"]["code"] == "no_payment_intent"
+    assert not fake_stripe.calls("/v1/refunds")
