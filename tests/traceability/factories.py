@@ -23,3 +23,14 @@ def batch(product, *, quantity=100, village=None, produced_on: date | None = Non
     db.session.add(item)
     db.session.commit()
     return item
+
+
+def serials(item: Batch, count: int = 3) -> list:
+    """Item serials of ``item`` issued directly (no API), with zero scans."""
+    from traceability.codes import new_serial
+    from traceability.models import Serial
+
+    rows = [Serial(batch_id=item.id, serial=new_serial(), scan_count=0) for _ in range(count)]
+    db.session.add_all(rows)
+    db.session.commit()
+    return rows
