@@ -433,15 +433,17 @@ class _PgConnections:
             conn.close()
 
 
-_pg_pools: dict[tuple[int, str], _PgConnections] = {}
+_pg_pools: dict[tuple[int, int], _PgConnections] = {}
 
 
 def _pg_pool() -> _PgConnections:
-    url = db.engine.url
-    key = (os.getpid(), str(url))
+    """This process's scan connections to the app's database (made on first use)."""
+    engine = db.engine
+    key = (os.getpid(), id(engine))
     pool = _pg_pools.get(key)
     if pool is None:
-        pool = _pg_pools[key] = _PgConnections(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        pool = _pg_pools[key] = _PgConnections(conninfo)
     return pool
 
 

@@ -2,6 +2,7 @@
 cooperative's batch pages (create, detail with events, serials and scans, printable labels)."""
 import csv
 import io
+import json
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, current_app, flash, jsonify, make_response, redirect, render_template, request,
@@ -90,9 +91,16 @@ def _scan_html(result) -> str:
                                basis_label=COMMITMENT_BASIS_LABELS.get(entry.compliance["basis"], ""))
         parts = entry.renderings["html"] = html.split(SLOT)
     macros = _scan_parts()
+    # The verdict changes only with the warnings: render each distinct list once per entry.
+    verdicts = entry.renderings.setdefault("verdicts", {})
+    key = tuple(result.warnings)
+    verdict = verdicts.get(key)
+    if verdict is None:
+        verdict = verdicts[key] = str(macros.verdict(result.warnings))
     head, after_verdict, after_serial, tail = parts
     return "".join((
-        head, macros.verdict(result.warnings), after_verdict, macros.serial_line(result.code.serial), after_serial,
+        head, verdict, after_verdict, macros.serial_line(result.code.serial) if result.code.serial else "",
+        after_serial,
         macros.scan_count(result.scans["count"], result.scans["first_at"], result.code.serial,
                           services.scan_warning_threshold()),
         tail,
@@ -109,7 +117,9 @@ def _resolve(code: codes.TraceCode | None):
     if result is None:
         return _unverifiable()
     if as_json:
-        return _no_store(jsonify(presenters.scan_json(result)))
+        # Plain json.dumps: Flask's provider would sort the keys, a cost with no reader.
+        body = json.dumps(presenters.scan_json(result), ensure_ascii=False, separators=(",", ":"))
+        return _no_store(current_app.response_class(body, mimetype="application/json"))
     return _no_store(make_response(_scan_html(result)))
 
 
