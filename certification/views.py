@@ -47,9 +47,9 @@ def format_waited(delta) -> str:
     return f"{minutes} 分钟"
 
 
-@bp.app_context_processor
+@bp.context_processor
 def certification_labels():
-    """Labels every certification template uses."""
+    """Labels and helpers every certification template uses (this blueprint's pages only)."""
     return {"status_labels": services.STATUS_LABELS, "category_labels": CATEGORY_LABELS,
             "action_labels": services.ACTION_LABELS, "evidence_type_labels": EVIDENCE_TYPE_LABELS,
             "product_status": product_status, "certificate_status": certificate_status,
