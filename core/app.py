@@ -60,6 +60,9 @@ def register_blueprints(app: Flask) -> None:
     from shop.views import bp as shop_views
     from traceability.api import bp as traceability_api
     from traceability.views import bp as traceability_views
+    import search
+    from search.api import bp as search_api
+    from search.views import bp as search_views
 
     navigation.init_app(app)
     navigation.register_nav("core.home", "首页", order=0)
@@ -67,9 +70,10 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("core.cooperative_index", "合作社",
                             roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
 
-    for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views):
+    search.init_app(app)
+    for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views, search_views):
         app.register_blueprint(blueprint)
-    for api in (core_api, certification_api, shop_api, traceability_api):
+    for api in (core_api, certification_api, shop_api, traceability_api, search_api):
         csrf.exempt(api)
         app.register_blueprint(api)
 
@@ -109,5 +113,7 @@ def register_template_helpers(app: Flask) -> None:
 def register_commands(app: Flask) -> None:
     """Attach the ``setup``, ``demo``, ``users`` and ``audit`` commands."""
     from core.cli import register
+    from search.cli import search_group
 
     register(app)
+    app.cli.add_command(search_group)

@@ -85,6 +85,7 @@ def load_demo() -> list[str]:
 def _domain_demo_hooks():
     """Demo loaders of the domain packages, in dependency order."""
     from certification import demo as certification_demo
+    from search import demo as search_demo  # after everything: indexes the final catalogue and stock
     from shop import demo as shop_demo  # last: orders need certified products and their batches
 
-    return [certification_demo.load, shop_demo.load]
+    return [certification_demo.load, shop_demo.load, search_demo.load]
