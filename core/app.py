@@ -49,6 +49,7 @@ def register_blueprints(app: Flask) -> None:
     import certification.models  # noqa: F401
     import traceability.models  # noqa: F401
     import shop.models  # noqa: F401
+    import shop.reports.models  # noqa: F401
     from core import navigation
     from core.models import Role
     from certification.api import bp as certification_api
@@ -58,6 +59,8 @@ def register_blueprints(app: Flask) -> None:
     from shop.api import bp as shop_api
     from shop.cli import bp as shop_cli
     from shop.views import bp as shop_views
+    from shop.reports.api import bp as reports_api
+    from shop.reports.views import bp as reports_views
     from traceability.api import bp as traceability_api
     from traceability.views import bp as traceability_views
     import search
@@ -76,6 +79,9 @@ def register_blueprints(app: Flask) -> None:
     for api in (core_api, certification_api, shop_api, traceability_api, search_api):
         csrf.exempt(api)
         app.register_blueprint(api)
+    app.register_blueprint(reports_views)
+    csrf.exempt(reports_api)
+    app.register_blueprint(reports_api)
 
 
 def register_request_hooks(app: Flask) -> None:
@@ -114,6 +120,8 @@ def register_commands(app: Flask) -> None:
     """Attach the ``setup``, ``demo``, ``users`` and ``audit`` commands."""
     from core.cli import register
     from search.cli import search_group
+    from shop.reports.cli import reports_group
 
     register(app)
     app.cli.add_command(search_group)
+    app.cli.add_command(reports_group)

@@ -1,0 +1,71 @@
+"""JSON (and file) API of the sales reports, under /api/v1 (contract: "Reports", "Budget units")."""
+from flask import Blueprint, Response, jsonify, request
+
+from core.auth import current_user, require_login, require_roles
+from core.http import page_params
+from shop.reports import exports, services
+from shop.reports.schemas import (CountySalesSchema, MonthlySalesSchema, ReportQuerySchema, ReservedShareSchema,
+                                  TotalsSchema, VillageSalesItemSchema, YearQuerySchema)
+
+bp = Blueprint("reports_api", __name__, url_prefix="/api/v1")
+
+#: Every village fits one page: the contract lets this report return up to 2000 per page.
+MAX_PER_PAGE = 2000
+
+
+def file_response(report, extension: str) -> Response:
+    """A CSV or XLSX download of every row of ``report``."""
+    if extension == "csv":
+        body, mimetype = exports.village_sales_csv(report), "text/csv; charset=utf-8"
+    else:
+        body = exports.village_sales_xlsx(report)
+        mimetype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = exports.content_disposition(exports.filename(report, extension))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/reports/village-sales")
+@require_roles(*services.REPORT_ROLES)
+def village_sales():
+    """Every village matching the filters with sales, orders, target and progress (or a CSV/XLSX file).
+
+    JSON is paginated (``per_page`` up to 2000, default 2000 so one page holds every village);
+    a file always holds every matching village, in the same order.
+    """
+    query = ReportQuerySchema().load_args(request.args)
+    page = page_params(max_per_page=MAX_PER_PAGE, default_per_page=MAX_PER_PAGE)
+    if query["format"] != "json":
+        report = services.report_village_sales(current_user(), query["filters"], sort=query["sort"])
+        return file_response(report, query["format"])
+    report = services.report_village_sales(current_user(), query["filters"], sort=query["sort"],
+                                           offset=page.offset, limit=page.size)
+    return jsonify({"year": report.filters.year, "sort": report.sort,
+                    "items": VillageSalesItemSchema(many=True).dump(report.items),
+                    "totals": TotalsSchema().dump(report.totals),
+                    "total": report.total, "page": page.number, "per_page": page.size})
+
+
+@bp.get("/reports/county-sales")
+@require_roles(*services.REPORT_ROLES)
+def county_sales():
+    """Sales, villages, villages at target, target and progress per county and per zone."""
+    query = ReportQuerySchema().load_args(request.args)
+    return jsonify(CountySalesSchema().dump(services.report_county_sales(current_user(), query["filters"])))
+
+
+@bp.get("/reports/monthly-sales")
+@require_roles(*services.REPORT_ROLES)
+def monthly_sales():
+    """Sales per Asia/Shanghai month of the year, with the running total against the target."""
+    query = ReportQuerySchema().load_args(request.args)
+    return jsonify(MonthlySalesSchema().dump(services.report_monthly_sales(current_user(), query["filters"])))
+
+
+@bp.get("/budget-units/<int:unit_id>/reserved-share")
+@require_login
+def reserved_share(unit_id: int):
+    """A canteen's paid purchases this year against its reserved share of the food budget."""
+    year = YearQuerySchema().load_args(request.args)["year"]
+    return jsonify(ReservedShareSchema().dump(services.report_reserved_share(current_user(), unit_id, year)))
