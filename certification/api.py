@@ -44,6 +44,11 @@ def certification_body(application, with_history: bool = True) -> dict:
     return body
 
 
+def query_args() -> dict:
+    """The query string without empty parameters (``?county=`` means no county filter)."""
+    return {key: value for key, value in request.args.items() if value != ""}
+
+
 def uploaded_file(field: str = "file"):
     """Return the multipart upload ``field``; an over-long body is a 422 like any bad file."""
     try:
@@ -75,7 +80,7 @@ def update_product(product_id: int):
 @bp.get("/products")
 def list_products():
     """List products that may be sold now, by category, county or village."""
-    filters = ProductQuerySchema().load(request.args.to_dict())
+    filters = ProductQuerySchema().load(query_args())
     page = page_params()
     products, total = services.list_sellable_products(filters, page.offset, page.size)
     return jsonify(list_envelope(ProductSchema(many=True).dump(products), total, page))
@@ -123,7 +128,7 @@ def submit_application(product_id: int):
 @require_roles(Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER, Role.ADMIN, Role.COOPERATIVE)
 def list_certifications():
     """List applications by status: a county reviewer its county, a cooperative its own."""
-    filters = CertificationQuerySchema().load(request.args.to_dict())
+    filters = CertificationQuerySchema().load(query_args())
     page = page_params()
     applications, total = services.list_applications(current_user(), filters, page.offset, page.size)
     return jsonify(list_envelope([certification_body(a, with_history=False) for a in applications], total, page))

@@ -257,6 +257,7 @@ def test_list_filters_by_category_county_and_village(client, make):
     assert ids("county=花垣县") == {kiwi.id}
     assert ids(f"village_id={guzhang.id}") == {tea.id}
     assert ids("category=kiwifruit&county=古丈县") == set()
+    assert ids("category=&county=&village_id=") == {tea.id, kiwi.id}
 
 
 @pytest.mark.parametrize("query", ["category=gold", "county=长沙县", "village_id=abc", "per_page=501", "page=0"])
