@@ -1,7 +1,7 @@
 """Scan page throughput vs a bare Flask "hello" endpoint, side by side, under gunicorn on loopback.
 
-    .venv/bin/python bench/scan_bench.py                       # SQLite file
-    .venv/bin/python bench/scan_bench.py --database-url postgresql://postgres@127.0.0.1:5432/xiangban_bench
+    .venv/bin/python bench/scan_bench.py            # PostgreSQL (its own database, recreated), as in production
+    .venv/bin/python bench/scan_bench.py --sqlite   # the development SQLite file instead
 
 What it does, in one run:
 1. builds a database with demo-like data (the registry's 1,110 villages, 7 cooperatives,
@@ -36,6 +36,7 @@ PHONE_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/
             "Mobile/15E148 MicroMessenger/8.0.47(0x18002f2c) NetType/WIFI Language/zh_CN")
 SECRET = "bench-secret-key-not-for-production"
 PUBLIC_BASE_URL = "http://127.0.0.1"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/xiangban_bench"
 
 
 def hello_app():
@@ -232,7 +233,9 @@ def run_wrk(url: str, args, headers: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default="", help="PostgreSQL URL (its database is recreated); default SQLite file")
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_PG),
+                        help=f"PostgreSQL URL; its database is dropped and recreated (default {DEFAULT_PG})")
+    parser.add_argument("--sqlite", action="store_true", help="use a temporary SQLite file instead of PostgreSQL")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--wrk-threads", type=int, default=1)
@@ -247,7 +250,7 @@ def main() -> None:
         sys.exit("wrk is missing: apt-get install -y wrk")
 
     tmp = tempfile.mkdtemp(prefix="scan_bench_")
-    database_url = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
+    database_url = f"sqlite:///{tmp}/bench.sqlite3" if args.sqlite else args.database_url
     if database_url.startswith("postgresql"):
         _prepare_postgres(database_url)
     print(f"building data in {database_url.split('@')[-1]} ...", flush=True)

@@ -85,7 +85,7 @@ def list_serials(batch_id: int):
 
 @bp.post("/batches/<int:batch_id>/events")
 @require_roles(*MANAGERS)
-def record_event(batch_id: int):
+def create_event(batch_id: int):
     """Record a shipping, receiving or retail-selling event of a batch."""
     event = services.record_trace_event(current_user(), batch_id, json_body())
     return jsonify(presenters.event_json(event)), 201
