@@ -5,6 +5,7 @@ is expired on the next request, with no job to run. A product's stored ``status`
 the last workflow step; what people see is that step unless the brand gate (``gate.py``)
 says otherwise.
 """
+import os
 import re
 from datetime import date, timedelta
 
@@ -26,14 +27,20 @@ EVIDENCE_NUMBER_PATTERNS = {
 }
 
 
+def _days_setting(name: str, default: int) -> int:
+    """An integer setting from the app config, else the environment, else ``default``."""
+    value = current_app.config.get(name)
+    return int(value if value is not None else os.environ.get(name, default))
+
+
 def renewal_reminder_days() -> int:
-    """Days before expiry from which a cooperative is reminded to renew (config)."""
-    return int(current_app.config.get("CERTIFICATE_RENEWAL_REMINDER_DAYS", DEFAULT_RENEWAL_REMINDER_DAYS))
+    """Days before expiry from which a cooperative is reminded to renew (``CERTIFICATE_RENEWAL_REMINDER_DAYS``)."""
+    return _days_setting("CERTIFICATE_RENEWAL_REMINDER_DAYS", DEFAULT_RENEWAL_REMINDER_DAYS)
 
 
 def evidence_warning_days() -> int:
-    """Days before an evidence document's expiry from which reviewers see a warning (config)."""
-    return int(current_app.config.get("EVIDENCE_EXPIRY_WARNING_DAYS", DEFAULT_EVIDENCE_WARNING_DAYS))
+    """Days before an evidence document's expiry that reviewers are warned (``EVIDENCE_EXPIRY_WARNING_DAYS``)."""
+    return _days_setting("EVIDENCE_EXPIRY_WARNING_DAYS", DEFAULT_EVIDENCE_WARNING_DAYS)
 
 
 def certificate_status(certification: Certification, today: date | None = None) -> str:

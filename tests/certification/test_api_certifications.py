@@ -372,3 +372,13 @@ def test_evidence_scan_is_attached_served_and_then_frozen(client, make):
     late = client.post(url, headers=make.headers(owner),
                        data={"file": (BytesIO(image_bytes("PNG")), "scan.png")})
     assert late.status_code == 409
+
+
+def test_renewal_reminder_window_is_configurable(app, client, make):
+    soon = certified_product(make, valid_until=shanghai_today() + timedelta(days=10))
+    app.config["CERTIFICATE_RENEWAL_REMINDER_DAYS"] = 5
+    try:
+        assert client.get(f"/api/v1/products/{soon.id}").json["certification"]["renewal_due"] is False
+    finally:
+        app.config.pop("CERTIFICATE_RENEWAL_REMINDER_DAYS")
+    assert client.get(f"/api/v1/products/{soon.id}").json["certification"]["renewal_due"] is True
