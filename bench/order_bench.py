@@ -46,6 +46,7 @@ SHIPPING = {"name": "压测买家", "phone": "13800000000", "address": "湖南�
 
 
 def _driver_url(url: str) -> str:
+    """SQLAlchemy's URL for psycopg 3."""
     return url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
@@ -142,6 +143,7 @@ def worker(url: str, scenario: dict, threads: int, seconds: float, start_at: flo
     lock = threading.Lock()
 
     def buyer(index: int) -> None:
+        """One buyer: place orders in a loop and record latencies."""
         rng = random.Random(seed * 1000 + index)
         latencies, refused, units = [], 0, {}
         with app.app_context():
@@ -209,6 +211,7 @@ def verify(url: str, scenario: dict, units_claimed: dict) -> list[str]:
 
 
 def main() -> None:
+    """Set up, run the buyers, print the numbers, verify, clean up."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_URL))
     parser.add_argument("--processes", type=int, default=4)

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from certification.gate import sellable_clause
 from certification.models import Product
 from core.extensions import db
-from core.models import Role, User
+from core.models import User
 from core.timeutil import SHANGHAI
 from shop import payments, services
 from shop.models import Order, OrderAllocation
@@ -30,6 +30,7 @@ CANTEEN_INVOICE = {"title": "湘西州机关事务服务中心", "tax_id": "1143
 
 
 def _user(email: str) -> User | None:
+    """A demo account by email, or None."""
     return db.session.scalar(sa.select(User).where(User.email == email))
 
 
@@ -43,10 +44,12 @@ def _backdate(order_id: int, paid_at: datetime) -> None:
 
 
 def _month(month: int, day: int = 15, hour: int = 10) -> datetime:
+    """A Shanghai moment in 2026."""
     return datetime(2026, month, day, hour, 0, tzinfo=SHANGHAI)
 
 
 def _shipping(index: int) -> dict:
+    """One of the demo shipping addresses."""
     name, phone, address = ADDRESSES[index % len(ADDRESSES)]
     return {"name": name, "phone": phone, "address": address}
 

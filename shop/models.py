@@ -97,14 +97,17 @@ class Order(db.Model):
 
     @property
     def status_label(self) -> str:
+        """Chinese name of the status."""
         return OrderStatus(self.status).label
 
     @property
     def channel_label(self) -> str:
+        """Chinese name of the sales channel."""
         return CHANNEL_LABELS[self.channel]
 
     @property
     def payment_method_label(self) -> str:
+        """Chinese name of the payment method."""
         return PAYMENT_METHOD_LABELS[self.payment_method]
 
 
@@ -202,6 +205,7 @@ class OrderFulfilment(db.Model):
 
     @property
     def status_label(self) -> str:
+        """Chinese name of the status."""
         return FULFILMENT_LABELS[self.status]
 
 

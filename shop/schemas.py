@@ -77,6 +77,7 @@ class ShipSchema(_Lenient):
 
     @validates_schema
     def strip_blank(self, data, **kwargs):
+        """Refuse a carrier made only of spaces."""
         if not data.get("carrier", "").strip():
             raise ValidationError({"carrier": ["不能为空"]})
 
@@ -100,6 +101,7 @@ class LineOutSchema(Schema):
     allocations = fields.Method("get_allocations")
 
     def get_allocations(self, line):
+        """Which batches (and villages) the line's units came from."""
         return [{"batch_id": a.batch_id, "lot": a.batch.lot, "village_id": a.village_id, "quantity": a.quantity}
                 for a in line.allocations]
 

@@ -184,6 +184,7 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
                  orm.selectinload(Product.bulk_tiers)))}
 
     def line_errors(pids, message) -> dict:
+        """Field errors for these products, keyed by the line index they first appeared at."""
         return {"lines": {str(first_index[pid]): {"product_id": [message(pid)]} for pid in pids}}
 
     unknown = [pid for pid in wanted if pid not in products]
@@ -235,6 +236,7 @@ class StockShortage(Exception):
     """Not enough sellable units; ``available`` maps each short product to what there is."""
 
     def __init__(self, available: dict[int, int]):
+        """Remember what each short product has."""
         super().__init__(available)
         self.available = available
 

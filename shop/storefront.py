@@ -128,6 +128,7 @@ class CartLine:
 
     @property
     def line_total_fen(self) -> int:
+        """Unit price × quantity."""
         return self.unit_price_fen * self.quantity
 
 
@@ -139,14 +140,17 @@ class Cart:
 
     @property
     def total_fen(self) -> int:
+        """Sum of the line totals."""
         return sum(line.line_total_fen for line in self.lines)
 
     @property
     def orderable(self) -> bool:
+        """True when the cart has lines and none has a problem."""
         return bool(self.lines) and not any(line.problems for line in self.lines)
 
     @property
     def count(self) -> int:
+        """Number of units in the cart."""
         return sum(line.quantity for line in self.lines)
 
 

@@ -29,6 +29,7 @@ PER_PAGE = 20
 # ---------------------------------------------------------------- the cart's storage
 
 def _cookie_serializer() -> URLSafeSerializer:
+    """Signer of the guest cart cookie."""
     from flask import current_app
 
     return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="xiangban-guest-cart")
@@ -284,6 +285,7 @@ def confirm_receipt(order_id: int):
 def ship(order_id: int):
     """A cooperative marks its part shipped with a tracking number."""
     def action():
+        """Load the form and call the service."""
         data = ShipSchema().load({"carrier": request.form.get("carrier", ""),
                                   "tracking_number": request.form.get("tracking_number", "").strip(),
                                   "cooperative_id": _quantity(request.form.get("cooperative_id"), 0) or None})
@@ -296,6 +298,7 @@ def ship(order_id: int):
 def confirm_transfer(order_id: int):
     """Finance confirms a bank transfer."""
     def action():
+        """Load the form and call the service."""
         data = TransferConfirmSchema().load({"amount_fen": _fen(request.form.get("amount_yuan")),
                                              "reference": request.form.get("reference", "")})
         services.confirm_transfer(current_user(), order_id, data)
@@ -307,6 +310,7 @@ def confirm_transfer(order_id: int):
 def refund(order_id: int):
     """Finance or an admin refunds part or all of a paid order."""
     def action():
+        """Load the form and call the service."""
         data = RefundCreateSchema().load({"amount_fen": _fen(request.form.get("amount_yuan")),
                                           "reason": request.form.get("reason", "")})
         services.refund_order(current_user(), order_id, data)
