@@ -15,11 +15,21 @@ A year's report is then a GROUP BY over at most 1,110 × 12 × 2 rows. Both tabl
 data: ``order_id`` deliberately has no foreign key (a cascade would delete a contribution
 without taking it out of its month); ``flask --app wsgi reports rebuild`` recreates both from
 ``order_allocations`` and ``reports reconcile`` proves them right.
+
+The category filter needs each allocation's product, which the summary does not keep, so it
+aggregates ``order_allocations`` directly; ``ALLOCATIONS_BY_PRODUCT`` below (declared here on
+shop's table, created by the reports migration) lets PostgreSQL answer it from the index alone,
+only for the category's products (540 ms → 56 ms on 1,000,000 lines, docs/benchmarks.md).
 """
 import sqlalchemy as sa
 
 from core.extensions import db
-from shop.models import CHANNELS
+from shop.models import CHANNELS, OrderAllocation
+
+#: (product, payment time) with the summed columns included: an index-only scan per product.
+ALLOCATIONS_BY_PRODUCT = sa.Index(
+    "ix_order_allocations_product_paid", OrderAllocation.product_id, OrderAllocation.paid_at,
+    postgresql_include=["village_id", "order_id", "channel", "amount_fen", "refunded_fen"])
 
 
 def _channel_known() -> sa.CheckConstraint:

@@ -9,6 +9,7 @@ from openpyxl import load_workbook
 from core.models import Role
 from core.timeutil import shanghai_today
 from shop.reports.exports import HEADERS
+from shop.reports.schemas import VillageSalesItemSchema
 
 VILLAGE_KEYS = {"village_id", "village", "township", "county", "zone", "sales_fen", "orders", "target_fen", "progress"}
 EXPECTED_HEADERS = ("村编号", "县市", "乡镇", "村", "分区", "销售额（元）", "订单数", "年度目标（元）", "完成率", "是否达标")
@@ -34,6 +35,8 @@ def test_village_sales_lists_every_village_with_the_contract_fields(client, make
     assert isinstance(d["progress"], float) and d["progress"] == 2.02
     assert isinstance(d["sales_fen"], int) and d["zone"] in ("demonstration", "key_support", "consolidation_1",
                                                               "consolidation_2")
+    # The endpoint sends the service's rows as they are: they must be exactly the schema's dump.
+    assert body["items"] == VillageSalesItemSchema(many=True).dump(body["items"])
 
 
 def test_year_defaults_to_the_current_shanghai_year(client, make):
