@@ -44,13 +44,8 @@ def _values(item: dict) -> dict:
 
 
 def filename(report: VillageSalesReport, extension: str) -> str:
-    """A descriptive file name: 村级销售报表_2026_花垣县.csv."""
-    parts = ["村级销售报表", str(report.filters.year)]
-    for value in (report.filters.county, report.filters.township, report.filters.zone, report.filters.channel,
-                  report.filters.category):
-        if value:
-            parts.append(value)
-    return "_".join(parts) + "." + extension
+    """A descriptive file name: 村级销售报表_2026年_花垣县_机关食堂.csv."""
+    return "_".join(["村级销售报表", *report.filters.describe().split(" · ")]) + "." + extension
 
 
 def content_disposition(name: str) -> str:

@@ -33,6 +33,7 @@ ALLOCATIONS_BY_PRODUCT = sa.Index(
 
 
 def _channel_known() -> sa.CheckConstraint:
+    """The channels shop knows, as a CHECK (same SQL on both databases)."""
     return sa.CheckConstraint(f"channel IN ({', '.join(repr(c) for c in CHANNELS)})", name="channel_known")
 
 

@@ -302,6 +302,7 @@ def report_county_sales(actor: User, filters: ReportFilters) -> dict:
     without_sales = sa.case((rows.c.sales_fen == 0, 1), else_=0)
 
     def rollup(kind: str, key):
+        """The village rows summed per ``key`` (county or zone), tagged with ``kind``."""
         return (sa.select(sa.literal(kind).label("kind"), key.label("key"),
                           sa.cast(sa.func.sum(rows.c.sales_fen), sa.BigInteger).label("sales_fen"),
                           sa.func.count().label("villages"),

@@ -41,6 +41,7 @@ class Fact:
 
     @property
     def net_fen(self) -> int:
+        """What this allocation still contributes."""
         return self.amount_fen - self.refunded_fen
 
 
@@ -210,12 +211,14 @@ def build(client, make) -> Scenario:
 
 
 def _refund(client, headers, order_id: int, amount: int) -> None:
+    """Finance refunds ``amount`` fen of an order through the API."""
     response = client.post(f"/api/v1/orders/{order_id}/refund", json={"amount_fen": amount, "reason": "质量问题"},
                            headers=headers)
     assert response.status_code == 200, response.get_json()
 
 
 def _confirm(client, headers, order: dict) -> None:
+    """Finance confirms a bank transfer of the order's exact total through the API."""
     response = client.post(f"/api/v1/orders/{order['id']}/confirm-transfer",
                            json={"amount_fen": order["total_fen"], "reference": "BANK-20261129-001"}, headers=headers)
     assert response.status_code == 200, response.get_json()

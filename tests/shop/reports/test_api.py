@@ -2,6 +2,7 @@
 import csv
 import io
 from decimal import Decimal
+from urllib.parse import quote
 
 import pytest
 from openpyxl import load_workbook
@@ -16,6 +17,7 @@ EXPECTED_HEADERS = ("村编号", "县市", "乡镇", "村", "分区", "销售额
 
 
 def _get(client, make, url, role=Role.OFFICIAL, **user):
+    """GET ``url`` with the bearer token of a new user of ``role``."""
     return client.get(url, headers=make.headers(make.user(role, **user)))
 
 
@@ -111,6 +113,7 @@ def test_csv_reads_back_with_chinese_headers_and_the_same_rows(client, make, sce
     assert response.data.startswith(b"\xef\xbb\xbf")  # the BOM Excel needs
     assert "attachment" in response.headers["Content-Disposition"] and "filename*=UTF-8''" in response.headers[
         "Content-Disposition"]
+    assert quote(f"村级销售报表_{s.R}年.csv") in response.headers["Content-Disposition"]
     rows = list(csv.reader(io.StringIO(response.data.decode("utf-8-sig"))))
     assert tuple(rows[0]) == EXPECTED_HEADERS == HEADERS
     assert len(rows) == 1 + 1110

@@ -7,6 +7,7 @@ from shop.reports.services import reconcile_village_sales
 
 
 def _reconcile(runner, year):
+    """Run ``flask reports reconcile --year``."""
     return runner.invoke(args=["reports", "reconcile", "--year", str(year)])
 
 

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(autouse=True)
 def _postgres_only():
+    """Skip on SQLite: one writer at a time there, nothing to race."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("concurrency tests need PostgreSQL (set DATABASE_URL)")
 
@@ -27,6 +28,7 @@ def _parallel(app, jobs):
     results = [None] * len(jobs)
 
     def worker(index, job):
+        """Wait for the others, run the job, keep its outcome."""
         with app.app_context():
             barrier.wait()
             try:
@@ -56,7 +58,9 @@ def test_concurrent_payments_and_refunds_of_one_village_all_count(app, client, m
     official = make.user(Role.OFFICIAL)
 
     def confirm(order):
+        """A job: finance confirms the order's transfer."""
         def job():
+            """Confirm, in this thread's session."""
             return shop_services.confirm_transfer(db.session.get(User, finance_id), order["id"],
                                                   {"amount_fen": order["total_fen"], "reference": f"R{order['id']}"}).id
         return job
@@ -64,7 +68,9 @@ def test_concurrent_payments_and_refunds_of_one_village_all_count(app, client, m
     assert all(isinstance(result, int) for result in _parallel(app, [confirm(order) for order in orders]))
 
     def refund(order, amount):
+        """A job: finance refunds ``amount`` of the order."""
         def job():
+            """Refund, in this thread's session."""
             return shop_services.refund_order(db.session.get(User, finance_id), order["id"],
                                               {"amount_fen": amount, "reason": "部分退货"}).id
         return job

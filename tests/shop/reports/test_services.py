@@ -14,6 +14,7 @@ from shop.reports.summary import rebuild_summary
 
 
 def _by_village(report) -> dict:
+    """{village_id: (sales_fen, orders, target_fen)} of a report."""
     return {item["village_id"]: (item["sales_fen"], item["orders"], item["target_fen"]) for item in report.items}
 
 
@@ -206,11 +207,13 @@ def test_county_reviewer_sees_only_their_county(make):
 def test_summary_equals_a_rebuild_from_the_allocations(scenario, official):
     s = scenario
     def cells():
+        """The summary's monthly rows that carry a figure."""
         # Rows at zero (an order refunded in full) carry no figure; only the figures must agree.
         return {(r.year, r.village_id, r.month, r.channel): (r.sales_fen, r.orders)
                 for r in db.session.scalars(sa.select(VillageMonthSales)) if r.sales_fen or r.orders}
 
     def contributions():
+        """The summary's per-order contributions."""
         return {(r.order_id, r.village_id, r.year, r.month, r.channel): r.net_fen
                 for r in db.session.scalars(sa.select(OrderVillageSales))}
 

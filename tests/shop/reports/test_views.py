@@ -8,6 +8,7 @@ from core.models import Role
 
 
 def _sign_in(client, user):
+    """Sign in through the login form (session cookie)."""
     client.post("/login", data={"email": user.email, "password": "password123"})
 
 
