@@ -58,6 +58,11 @@ def _reset_schema() -> None:
 
 def _clean_tables() -> None:
     """Empty every table but the persistent ones, after each test."""
+    # Background writers fed by signals (the search indexer) must finish first: a reader inside
+    # a transaction and this TRUNCATE deadlock on PostgreSQL.
+    from search.services import flush_indexing
+
+    flush_indexing()
     db.session.rollback()
     tables = [t for t in reversed(db.metadata.sorted_tables) if t.name not in PERSISTENT_TABLES]
     if db.engine.dialect.name == "postgresql":
