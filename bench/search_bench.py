@@ -5,8 +5,9 @@
 Names are realistic: the region's industries (古丈毛尖, 保靖黄金茶, 十八洞猕猴桃 ...) × the plan's
 1,110 villages, townships and counties × grades and packaging. Prints the indexing rate and
 p50/p95 latency of the engine's query (exact total + three facets + one page of 20) for
-two-word, one-word, pinyin and initials queries, warm (posting sets cached, as for popular
-queries) and cold (first query after an index change: every cache rebuilt).
+two-word, one-word, pinyin and initials queries: warm (posting bitmaps cached, as for popular
+queries), right after a write (one product re-indexed before each query) and in a new process
+(every cache dropped). Results are recorded in docs/benchmarks.md ("Search").
 """
 import argparse
 import random

@@ -12,6 +12,8 @@ import logging
 import os
 import threading
 
+from core.extensions import db
+
 log = logging.getLogger(__name__)
 
 
@@ -56,6 +58,9 @@ class BackgroundIndexer:
                 self._busy = True
             try:
                 with self.app.app_context():
+                    # Reads in autocommit: no transaction holds table locks between statements,
+                    # so this thread cannot deadlock with DDL or TRUNCATE in another connection.
+                    db.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
                     self._reindex(batch)
             except Exception:
                 log.exception("search: background re-indexing of %d products failed", len(batch))

@@ -81,6 +81,23 @@ def flush_indexing(timeout: float = FLUSH_TIMEOUT) -> bool:
     return background_indexer().flush(timeout)
 
 
+def in_background() -> bool:
+    """Whether index writes go to the background indexer (``SEARCH_BACKGROUND_INDEXING``).
+
+    On by default; off under ``TESTING``, where the write happens inside the signal: a test's
+    teardown truncates every table, and a reader thread still at work would deadlock with it.
+    """
+    return bool(current_app.config.get("SEARCH_BACKGROUND_INDEXING", not current_app.testing))
+
+
+def schedule_reindex(product_ids) -> None:
+    """Re-index these products (and deferred ones) in the background, or now if that is off."""
+    if in_background():
+        background_indexer().submit(product_ids)
+    else:
+        reindex_products(product_ids)
+
+
 def get_engine(app=None) -> SearchEngine:
     """The app's search engine over ``SEARCH_INDEX_DIR`` (one per app and directory).
 
@@ -106,7 +123,7 @@ def search_products(params: dict) -> SearchPage:
         rebuild_index(skip_if_ready=True)
     elif engine.has_deferred():
         # Writes failed earlier (index busy): apply them before answering.
-        background_indexer().submit(())
+        schedule_reindex(())
         flush_indexing()
     page, per_page = params["page"], params["per_page"]
     request = SearchRequest(
@@ -125,7 +142,7 @@ def search_products(params: dict) -> SearchPage:
         # (counts included) and correct the index for the next one.
         log.info("search index lagged for products %s; re-indexing them", sorted(stale))
         excluded |= stale
-        background_indexer().submit(stale)
+        schedule_reindex(stale)
     ids = [pid for pid in hits.product_ids if pid in products]
     stock = available_quantities(ids)
     items = [_item(products[pid], hits.terms, stock.get(pid, 0)) for pid in ids]
@@ -212,7 +229,7 @@ def reindex_products(product_ids) -> bool:
 
 
 def on_products_changed(sender, product_ids=(), **extra) -> None:
-    """Receiver of ``core.signals.products_changed``: queue the products for the background indexer.
+    """Receiver of ``core.signals.products_changed``: hand the products to the indexer.
 
     Never raises and never waits for the index (signals run inside the request that made the
     change); the query-time gate keeps results correct meanwhile.
@@ -220,9 +237,9 @@ def on_products_changed(sender, product_ids=(), **extra) -> None:
     if not has_app_context():
         return
     try:
-        background_indexer().submit(product_ids)
+        schedule_reindex(product_ids)
     except Exception:
-        log.exception("search: queueing products %s for re-indexing failed", list(product_ids))
+        log.exception("search: re-indexing products %s failed", list(product_ids))
 
 
 def rebuild_index(skip_if_ready: bool = False) -> RebuildReport | None:

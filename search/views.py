@@ -19,10 +19,15 @@ FIELD_LABELS = {"q": "关键词", "county": "县市", "category": "品类", "evi
 _KEPT = ("q", "county", "category", "evidence_type", "in_stock", "sort", "per_page")
 
 
+# Where a result links to: the shop's product page (to buy), else the catalogue entry.
+_PRODUCT_PAGES = ("shop.product_page", "certification.product_page")
+
+
 def _product_url(product_id: int) -> str | None:
-    """The public product page, when the catalogue's pages are installed."""
-    if "certification.product_page" in current_app.view_functions:
-        return url_for("certification.product_page", product_id=product_id)
+    """The public page of a product, from the first installed of ``_PRODUCT_PAGES``."""
+    for endpoint in _PRODUCT_PAGES:
+        if endpoint in current_app.view_functions:
+            return url_for(endpoint, product_id=product_id)
     return None
 
 

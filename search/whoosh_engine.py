@@ -53,6 +53,9 @@ FIELD_BOOSTS = {
     "cooperative": 1.5, "description": 1.0, "chars": 0.5,
 }
 FACET_FIELDS = ("county", "category", "evidence_type")
+# Bump when build_schema() or document_fields() change: an index built by other code is then
+# treated as unusable and rebuilt, instead of failing every write with unknown fields.
+SCHEMA_VERSION = "1"
 # Latin prefixes expand to at most this many pinyin terms ("maoj" → maojian, ...).
 MAX_PREFIX_TERMS = 40
 # Posting bitmaps kept per segment (one bit per document: 6 KiB for 50,000 documents).
@@ -314,6 +317,13 @@ class WhooshEngine:
         if current is None:
             raise IndexUnavailable("no search index yet")
         try:
+            with open(os.path.join(current, "schema_version")) as handle:
+                version = handle.read().strip()
+        except OSError:
+            version = None
+        if version != SCHEMA_VERSION:
+            raise IndexUnavailable(f"{current} was built for schema {version}, this code needs {SCHEMA_VERSION}")
+        try:
             return whoosh_index.open_dir(current)
         except Exception as exc:  # missing files, a truncated TOC, an unpicklable schema ...
             raise IndexUnavailable(f"cannot open {current}: {exc!r}") from exc
@@ -481,6 +491,8 @@ class WhooshEngine:
                 shutil.rmtree(directory, ignore_errors=True)
                 raise
             ix.close()
+            with open(os.path.join(directory, "schema_version"), "w") as handle:
+                handle.write(SCHEMA_VERSION)
             previous = self._current_dir()
             temporary_link = f"{self._current_link}.{os.getpid()}.tmp"
             if os.path.lexists(temporary_link):

@@ -146,9 +146,11 @@ def test_a_failing_index_write_never_breaks_the_request_and_is_kept_for_later(ma
     assert services.get_engine().take_deferred_ids() == {tea.id}, "kept for the next write"
 
 
-def test_announcing_a_change_returns_at_once_and_the_write_follows(make, monkeypatch):
+def test_announcing_a_change_returns_at_once_and_the_write_follows(app, make, monkeypatch):
     import threading
 
+    # Production's mode (tests index inside the signal, see services.in_background).
+    monkeypatch.setitem(app.config, "SEARCH_BACKGROUND_INDEXING", True)
     tea = sellable(make)
     services.flush_indexing()
     gate = threading.Event()
@@ -167,3 +169,16 @@ def test_announcing_a_change_returns_at_once_and_the_write_follows(make, monkeyp
     assert services.flush_indexing()
     assert services.get_engine().doc_count() == 1
     assert ids(find("红茶")) == [tea.id]
+
+
+def test_an_index_built_by_other_code_is_rebuilt_by_the_next_search(make):
+    tea = sellable(make)
+    services.flush_indexing()
+    engine = services.get_engine()
+    engine.close()
+    current = os.path.realpath(os.path.join(engine.root, "current"))
+    with open(os.path.join(current, "schema_version"), "w") as handle:
+        handle.write("0")
+    assert not engine.is_ready()
+    assert ids(find("毛尖")) == [tea.id]
+    assert engine.is_ready()

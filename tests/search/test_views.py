@@ -57,3 +57,10 @@ def test_results_page_paginates(client, make):
     assert "第 1 / 2 页" in html and "下一页" in html
     html = client.get("/search", query_string={"q": "毛尖", "per_page": 2, "page": 2}).get_data(as_text=True)
     assert "第 2 / 2 页" in html and "上一页" in html
+
+
+def test_results_link_to_the_product_page(client, make):
+    tea = sellable(make)
+    html = client.get("/search", query_string={"q": "毛尖"}).get_data(as_text=True)
+    assert f'href="/products/{tea.id}"' in html
+    assert client.get(f"/products/{tea.id}").status_code == 200
