@@ -87,5 +87,6 @@ def _domain_demo_hooks():
     from certification import demo as certification_demo
     from search import demo as search_demo  # after everything: indexes the final catalogue and stock
     from shop import demo as shop_demo  # last: orders need certified products and their batches
+    from traceability import demo as traceability_demo  # batches (stock) of the certified products
 
-    return [certification_demo.load, shop_demo.load, search_demo.load]
+    return [certification_demo.load, traceability_demo.load, shop_demo.load, search_demo.load]
