@@ -63,10 +63,21 @@ _serials, _counters, _scan_events, _events = (Serial.__table__, BatchScanCounter
 
 # --------------------------------------------------------------------------- configuration and clients
 
+# Settings may come from the app config (tests) or the environment, read once per process.
+_ENV = {name: os.environ.get(name) for name in
+        ("SCAN_WARNING_THRESHOLD", "SCAN_FLUSH_INTERVAL_MS", "SCAN_RECHECK_SECONDS")}
+
+
+def _setting(name: str, default):
+    value = current_app.config.get(name)
+    if value is None:
+        value = _ENV[name]
+    return default if value is None or value == "" else value
+
+
 def scan_warning_threshold() -> int:
     """Scans of one item serial above which the page warns of a copied label (``SCAN_WARNING_THRESHOLD``)."""
-    value = current_app.config.get("SCAN_WARNING_THRESHOLD") or os.environ.get("SCAN_WARNING_THRESHOLD")
-    return int(value) if value else DEFAULT_SCAN_WARNING_THRESHOLD
+    return int(_setting("SCAN_WARNING_THRESHOLD", DEFAULT_SCAN_WARNING_THRESHOLD))
 
 
 _BOT_MARKERS = ("bot", "spider", "crawl", "slurp", "facebookexternalhit", "preview", "headlesschrome")
@@ -654,19 +665,15 @@ def flush_scans() -> int:
 
 
 def _flush_interval() -> float:
-    """Seconds between writes of pending scans; 0 writes each scan before answering."""
-    value = current_app.config.get("SCAN_FLUSH_INTERVAL_MS")
-    if value is None:
-        value = os.environ.get("SCAN_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS)
-    return float(value) / 1000
+    """Seconds between writes of pending scans (``SCAN_FLUSH_INTERVAL_MS``); 0 writes each scan
+    before answering."""
+    return float(_setting("SCAN_FLUSH_INTERVAL_MS", DEFAULT_FLUSH_INTERVAL_MS)) / 1000
 
 
 def _recheck_seconds() -> float:
-    """How long a worker trusts its cached certificate state before reading it again."""
-    value = current_app.config.get("SCAN_RECHECK_SECONDS")
-    if value is None:
-        value = os.environ.get("SCAN_RECHECK_SECONDS", DEFAULT_RECHECK_SECONDS)
-    return float(value)
+    """How long a worker trusts its cached certificate state before reading it again
+    (``SCAN_RECHECK_SECONDS``)."""
+    return float(_setting("SCAN_RECHECK_SECONDS", DEFAULT_RECHECK_SECONDS))
 
 
 def _forget_changed_products(sender, product_ids, **kwargs) -> None:
@@ -696,7 +703,7 @@ def resolve_scan(code: TraceCode, *, user_agent: str = "", as_json: bool = False
     if code.batch_id is None and code.lot is None:
         return None
     today = shanghai_today()
-    key = code.batch_key()
+    key = code.batch_key
     entry = _entries.get(key, today)
     if entry is None:
         entry = _load_entry(key, code, today)
