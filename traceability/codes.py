@@ -7,6 +7,7 @@ Two shapes: a GS1 Digital Link URI when the product has a GTIN
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 from flask import current_app
 
@@ -33,12 +34,14 @@ class TraceCode:
     def is_item(self) -> bool:
         return self.serial is not None
 
+    @cached_property
     def batch_key(self) -> str:
         """The canonical path of the batch-level code this code belongs to (item serial dropped)."""
         if self.gtin14 is not None:
             return f"/01/{self.gtin14}/10/{gs1.encode_value(self.lot or '')}"
         return f"/t/{self.batch_id}"
 
+    @cached_property
     def canonical_path(self) -> str:
         """The path the signature covers, in its one canonical encoding."""
         if self.gtin14 is not None:
@@ -84,7 +87,7 @@ def code_for(batch_id: int, lot: str, gtin: str | None, serial: str | None = Non
 
 def trace_url(batch_id: int, lot: str, gtin: str | None, serial: str | None = None) -> str:
     """The signed public URL of a batch or item: ``PUBLIC_BASE_URL`` + path + ``?s=``."""
-    path = code_for(batch_id, lot, gtin, serial).canonical_path()
+    path = code_for(batch_id, lot, gtin, serial).canonical_path
     return f"{current_app.config['PUBLIC_BASE_URL']}{path}?{signing.SIGNATURE_PARAM}={signing.sign(path)}"
 
 
@@ -95,8 +98,9 @@ def parse_short(batch_id: str, serial: str | None) -> TraceCode | None:
     return TraceCode(batch_id=int(batch_id), serial=serial)
 
 
+@lru_cache(maxsize=20_000)
 def parse_digital_link(raw_path: str) -> TraceCode:
-    """Parse a raw Digital Link path starting at ``/01/``.
+    """Parse a raw Digital Link path starting at ``/01/`` (cached: labels are scanned repeatedly).
 
     :raise gs1.MalformedDigitalLink: the URI is malformed (→ 400).
     """
@@ -106,4 +110,10 @@ def parse_digital_link(raw_path: str) -> TraceCode:
 
 def is_authentic(code: TraceCode, signature: str | None) -> bool:
     """True when the URL's signature verifies under a configured key."""
-    return signing.verify(code.canonical_path(), signature)
+    return _verified(code, signature, signing.signing_keys())
+
+
+@lru_cache(maxsize=20_000)
+def _verified(code: TraceCode, signature: str | None, keys) -> bool:
+    """``is_authentic`` for one key set, remembered: the same label is verified once per worker."""
+    return signing.verify(code.canonical_path, signature, keys)

@@ -86,6 +86,7 @@ def load() -> list[str]:
             services.resolve_scan(_code_of(batch), user_agent="Mozilla/5.0 (iPhone) MicroMessenger/8.0.47")
     if batches:
         example_urls.insert(0, ("批次码", services.batch_trace_url(batches[0][0])))
+    services.flush_scans()
     services.clear_scan_caches()
     lines = [f"已为 {len({b.product_id for b, _ in batches})} 个认定产品登记 {len(batches)} 个批次"
              f"（承诺达标合格证、流通记录），生成 {serial_count} 个单品码。"]

@@ -21,8 +21,8 @@ from traceability import codes
 from traceability.models import Batch, BatchScanCounter, ScanEvent, Serial, TraceEvent
 from traceability.schemas import BatchCreateSchema, SerialRequestSchema, TraceEventCreateSchema
 # The public scan (the hot path) lives in its own module; these names are its API.
-from traceability.scanning import (ScanResult, classify_client, clear_scan_caches, forget_batch,  # noqa: F401
-                                   resolve_scan, scan_warning_threshold)
+from traceability.scanning import (ScanResult, classify_client, clear_scan_caches, flush_scans,  # noqa: F401
+                                   forget_batch, resolve_scan, scan_warning_threshold)
 
 # Clock skew tolerated on an event time sent by a cooperative's device.
 EVENT_CLOCK_SKEW = timedelta(minutes=10)
@@ -173,6 +173,7 @@ def batch_trace_url(batch: Batch) -> str:
 
 def scan_counts(batch_ids) -> dict[int, dict]:
     """Scan totals per batch: ``{"batch_code", "items", "first_at", "last_at"}`` (batch code + items)."""
+    flush_scans()  # this worker's own recent scans first: a cooperative sees what it just scanned
     ids = list(batch_ids)
     result = {bid: {"batch_code": 0, "items": 0, "first_at": None, "last_at": None} for bid in ids}
     if not ids:
@@ -237,6 +238,7 @@ def list_serials(actor: User, batch_id: int, page: Page, *, most_scanned_first: 
     :raise Forbidden: not the batch's cooperative.
     """
     batch = batch_for_member(actor, batch_id)
+    flush_scans()
     order = (Serial.scan_count.desc(), Serial.id) if most_scanned_first else (Serial.id,)
     rows = db.session.scalars(sa.select(Serial).where(Serial.batch_id == batch.id).order_by(*order)
                               .offset(page.offset).limit(page.size)).all()

@@ -68,23 +68,25 @@ def _parse(setting, secret_key: str) -> tuple[tuple[str, bytes], ...]:
     return tuple(keys)
 
 
+# The environment is read once: it does not change while the process runs.
+_ENV_SETTING = os.environ.get("TRACE_SIGNING_KEYS") or None
+
+
 def _key_table() -> tuple[tuple[tuple[str, bytes], ...], dict[str, bytes]]:
     """The configured keys as (ordered pairs, by id), parsed once per configuration value.
 
-    Cached on the app because this runs on every scan; the marker makes a changed setting
-    (tests, a reloaded config) take effect without a restart.
+    Cached on the app because this runs on every scan; a new setting value (tests, a
+    reloaded config) takes effect without a restart.
     """
     config = current_app.config
-    setting = config.get("TRACE_SIGNING_KEYS")
-    if setting is None:
-        setting = os.environ.get("TRACE_SIGNING_KEYS") or None
-    marker = (repr(setting), config["SECRET_KEY"])
+    setting = config.get("TRACE_SIGNING_KEYS", _ENV_SETTING)
+    secret_key = config["SECRET_KEY"]
     cached = current_app.extensions.get(_CACHE_KEY)
-    if cached is None or cached[0] != marker:
-        keys = _parse(setting, config["SECRET_KEY"])
-        cached = (marker, keys, dict(keys))
+    if cached is None or cached[0] is not setting or cached[1] != secret_key:
+        keys = _parse(setting, secret_key)
+        cached = (setting, secret_key, keys, dict(keys))
         current_app.extensions[_CACHE_KEY] = cached
-    return cached[1], cached[2]
+    return cached[2], cached[3]
 
 
 def signing_keys() -> tuple[tuple[str, bytes], ...]:
@@ -103,14 +105,15 @@ def sign(message: str) -> str:
     return f"{key_id}.{_mac(secret, message)}"
 
 
-def verify(message: str, signature: str | None) -> bool:
-    """True when ``signature`` is a valid ``{key_id}.{mac}`` of ``message`` under a configured key."""
+def verify(message: str, signature: str | None, keys: tuple[tuple[str, bytes], ...] | None = None) -> bool:
+    """True when ``signature`` is a valid ``{key_id}.{mac}`` of ``message`` under a configured key
+    (or under ``keys``, the value of ``signing_keys()``, when given)."""
     if not signature or len(signature) > 40:
         return False
     key_id, sep, mac = signature.partition(".")
     if not sep:
         return False
-    secret = _key_table()[1].get(key_id)
+    secret = (dict(keys) if keys is not None else _key_table()[1]).get(key_id)
     if secret is None:
         return False
     return hmac.compare_digest(_mac(secret, message), mac)

@@ -3,6 +3,7 @@ cooperative's batch pages (create, detail with events, serials and scans, printa
 import csv
 import io
 import json
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from flask import (Blueprint, Response, current_app, flash, jsonify, make_response, redirect, render_template, request,
@@ -15,7 +16,7 @@ from core.errors import AppError, NotFound, wants_json
 from core.http import Page, page_params
 from core.models import Role
 from core.navigation import register_nav
-from core.timeutil import shanghai_today
+from core.timeutil import shanghai_today, to_shanghai
 from traceability import codes, presenters, qr, services
 from traceability.gs1 import MalformedDigitalLink
 from traceability.models import BIZ_STEP_LABELS, COMMITMENT_BASIS_LABELS, COMMITMENT_STATEMENTS, MANUAL_BIZ_STEPS
@@ -101,17 +102,24 @@ def _scan_html(result) -> str:
     return "".join((
         head, verdict, after_verdict, macros.serial_line(result.code.serial) if result.code.serial else "",
         after_serial,
-        macros.scan_count(result.scans["count"], result.scans["first_at"], result.code.serial,
+        macros.scan_count(result.scans["count"], _local_time(result.scans["first_at"]), result.code.serial,
                           services.scan_warning_threshold()),
         tail,
     ))
+
+
+@lru_cache(maxsize=4096)
+def _local_time(moment) -> str:
+    """A first-scan time in Beijing time for the page (a code's first scan never changes)."""
+    return to_shanghai(moment).strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
 def _resolve(code: codes.TraceCode | None):
     """Verify the signature, look the code up, count the scan, answer HTML or JSON."""
     if code is None or not codes.is_authentic(code, request.args.get("s")):
         return _unverifiable()
-    as_json = wants_json()
+    # Only a client that mentions JSON can prefer it; skip parsing Accept for every phone.
+    as_json = "json" in request.headers.get("Accept", "") and wants_json()
     result = services.resolve_scan(code, user_agent=request.headers.get("User-Agent", ""), as_json=as_json,
                                    record=request.method == "GET")
     if result is None:

@@ -2,7 +2,9 @@
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from core.extensions import db
 from core.models import Role
 from core.timeutil import shanghai_today
 from tests.certification.factories import certified_product
@@ -60,3 +62,51 @@ def test_list_batches_is_scoped_to_the_cooperative(make):
     assert total == 1 and rows == [mine]
     rows, total = services.list_batches(make.user(Role.ADMIN), services.Page(1, 50))
     assert total == 2
+
+
+def _stored_count(batch) -> int:
+    from traceability.models import BatchScanCounter
+
+    db.session.rollback()
+    return db.session.scalar(sa.select(BatchScanCounter.count).where(BatchScanCounter.batch_id == batch.id)) or 0
+
+
+@pytest.fixture
+def flush_interval(app):
+    """Set SCAN_FLUSH_INTERVAL_MS for one test (tests otherwise write each scan at once)."""
+    def use(milliseconds):
+        app.config["SCAN_FLUSH_INTERVAL_MS"] = milliseconds
+    yield use
+    app.config.pop("SCAN_FLUSH_INTERVAL_MS", None)
+
+
+def test_scans_are_shown_at_once_and_stored_exactly_when_written(make, flush_interval):
+    flush_interval(3_600_000)  # the background writer stays asleep for this whole test
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    shown = [services.resolve_scan(code, user_agent="iPhone").scans["count"] for _ in range(5)]
+    assert shown == [1, 2, 3, 4, 5]
+    assert _stored_count(batch) == 0  # still in this worker's buffer
+    assert services.flush_scans() == 5
+    assert _stored_count(batch) == 5
+    assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 6
+    assert services.flush_scans() == 1 and _stored_count(batch) == 6
+
+
+def test_interval_zero_stores_each_scan_before_answering(make, flush_interval):
+    flush_interval(0)
+    batch = factories.batch(certified_product(make))
+    services.resolve_scan(codes.parse_short(str(batch.id), None), user_agent="iPhone")
+    assert _stored_count(batch) == 1
+
+
+def test_the_background_writer_stores_scans_without_being_asked(make, flush_interval):
+    import time
+
+    flush_interval(20)
+    batch = factories.batch(certified_product(make))
+    services.resolve_scan(codes.parse_short(str(batch.id), None), user_agent="iPhone")
+    deadline = time.monotonic() + 10  # bounds a hang; the writer runs every 20 ms here
+    while _stored_count(batch) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _stored_count(batch) == 1

@@ -220,12 +220,14 @@ def test_rotated_key_keeps_printed_labels_valid_until_removed(app, client, plain
 
 # --------------------------------------------------------------------------- warnings
 
-def test_revoked_certificate_warns_prominently_even_right_after_a_cached_scan(client, plain_batch):
+def test_revocation_through_the_certification_api_warns_on_the_next_scan(client, make, plain_batch):
     url = path_of(urls_of(plain_batch)["batch"])
-    assert client.get(url, headers=JSON).get_json()["warnings"] == []
-    certificate = plain_batch.product.certificate
-    certificate.status, certificate.revoked_reason = "revoked", "抽检不合格"
-    db.session.commit()
+    assert client.get(url, headers=JSON).get_json()["warnings"] == []  # the page is now cached
+    reviewer = make.user(Role.PREFECTURE_REVIEWER)
+    certificate_id = plain_batch.product.certificate_id
+    response = client.post(f"/api/v1/certifications/{certificate_id}/revoke", json={"reason": "抽检不合格"},
+                           headers=make.headers(reviewer))
+    assert response.status_code == 200
     body = client.get(url, headers=JSON).get_json()
     assert body["certification"]["status"] == "revoked"
     assert body["warning_codes"] == ["certificate_revoked"] and "撤销" in body["warnings"][0]
@@ -233,6 +235,20 @@ def test_revoked_certificate_warns_prominently_even_right_after_a_cached_scan(cl
     html = client.get(url).get_data(as_text=True)
     assert 'id="warnings"' in html and "已被撤销" in html
     assert f'href="/products/{plain_batch.product.id}"' not in html  # no "buy" link for a delisted product
+
+
+def test_a_change_made_elsewhere_shows_after_the_recheck_interval(app, client, plain_batch):
+    url = path_of(urls_of(plain_batch)["batch"])
+    client.get(url, headers=JSON)
+    # Another worker (or a database console) revokes: this worker has no signal of it.
+    certificate = plain_batch.product.certificate
+    certificate.status = "revoked"
+    db.session.commit()
+    app.config["SCAN_RECHECK_SECONDS"] = 0  # as if the interval (1 s by default) had passed
+    try:
+        assert client.get(url, headers=JSON).get_json()["warning_codes"] == ["certificate_revoked"]
+    finally:
+        app.config.pop("SCAN_RECHECK_SECONDS")
 
 
 def test_expired_certificate_warns(client, make, coop):
@@ -274,6 +290,7 @@ def test_each_scan_is_logged_with_coarse_client_info_only(client, plain_batch):
     client.get(path_of(urls_of(plain_batch)["batch"]), headers={
         "User-Agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) Mobile/15E148 MicroMessenger/8.0.47"})
     client.get(path_of(urls_of(plain_batch)["item"]), headers={**JSON, "User-Agent": "Mozilla/5.0 (iPad; CPU OS 17)"})
+    services.flush_scans()
     rows = db.session.execute(sa.select(ScanEvent.device_class, ScanEvent.client, ScanEvent.as_json,
                                         ScanEvent.serial_id).order_by(ScanEvent.id)).all()
     assert [(row.device_class, row.client, row.as_json, row.serial_id is not None) for row in rows] == [
@@ -288,6 +305,7 @@ def test_head_requests_and_crawlers_are_answered_but_not_counted(client, plain_b
     crawler = {**JSON, "User-Agent": "Mozilla/5.0 (compatible; Baiduspider/2.0)"}
     assert client.get(url, headers=crawler).get_json()["scans"]["count"] == 0
     assert client.get(url, headers=JSON).get_json()["scans"]["count"] == 1
+    services.flush_scans()
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ScanEvent)) == 1
 
 
@@ -299,6 +317,7 @@ def test_counts_are_per_code(client, plain_batch):
     assert client.get(urls[0], headers=JSON).get_json()["scans"]["count"] == 4
     assert client.get(urls[2], headers=JSON).get_json()["scans"]["count"] == 1
     assert client.get(path_of(urls_of(plain_batch)["batch"]), headers=JSON).get_json()["scans"]["count"] == 1
+    services.flush_scans()
     counts = dict(db.session.execute(sa.select(Serial.serial, Serial.scan_count)).all())
     assert sorted(counts.values()) == [1, 1, 4]
 
