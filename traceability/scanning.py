@@ -599,7 +599,7 @@ class ScanBuffer:
                 tallies, rows, engine = self.pending, self.rows, self.engine
                 self.pending, self.rows, self.inflight = {}, [], tallies
             try:
-                stored = _write_scans(engine, tallies, rows)
+                stored = _write_with_retries(engine, tallies, rows)
             except Exception:
                 log.exception("scan counts not written; will retry")
                 with self.lock:
@@ -624,15 +624,30 @@ class ScanBuffer:
             self.rows.clear()
 
 
+def _write_with_retries(engine, tallies: dict[tuple, _Tally], rows: list[dict], attempts: int = 3):
+    """``_write_scans``, tried again at once if the database aborts it (a deadlock victim, a
+    dropped connection): the transaction rolled back, so nothing was counted twice."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _write_scans(engine, tallies, rows)
+        except sa.exc.DBAPIError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.01 * attempt)
+
+
 def _write_scans(engine, tallies: dict[tuple, _Tally], rows: list[dict]) -> dict[tuple, tuple]:
     """Add the tallies to the stored counters and append the log rows, in one transaction.
+
+    Rows are locked in one global order (batch counters, then serials, each by id) so that
+    workers writing at the same moment queue behind each other instead of deadlocking.
 
     :return: the stored count and first scan time of every code written, after the write.
     """
     stored = {}
     with engine.begin() as conn:
         insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(_counters)
-        for (kind, ident), tally in tallies.items():
+        for (kind, ident), tally in sorted(tallies.items(), key=lambda item: (item[0][0] != "batch", item[0][1])):
             first_at = sa.literal(tally.first_at, UTCDateTime())
             last_at = sa.literal(tally.last_at, UTCDateTime())
             if kind == "batch":

@@ -46,11 +46,13 @@ def _raw_path() -> str:
     return path
 
 
+# Scan answers are never cached (every scan must reach us to be counted) nor indexed.
+NO_STORE = {"Cache-Control": "no-store", "Vary": "Accept", "X-Robots-Tag": "noindex, nofollow"}
+
+
 def _no_store(response):
-    """Scan answers are never cached: every scan must reach us to be counted."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Vary"] = "Accept"
-    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    """Mark a scan answer as not cacheable and not for search engines."""
+    response.headers.update(NO_STORE)
     return response
 
 
@@ -101,11 +103,26 @@ def _scan_html(result) -> str:
     head, after_verdict, after_serial, tail = parts
     return "".join((
         head, verdict, after_verdict, macros.serial_line(result.code.serial) if result.code.serial else "",
-        after_serial,
-        macros.scan_count(result.scans["count"], _local_time(result.scans["first_at"]), result.code.serial,
-                          services.scan_warning_threshold()),
-        tail,
+        after_serial, _scan_count_html(entry, macros, result), tail,
     ))
+
+
+_COUNT = "\x00count\x00"  # stands for the number in a cached rendering of the scan-count part
+
+
+def _scan_count_html(entry, macros, result) -> str:
+    """The "scanned N times, first at T" part; rendered once per first-scan time, then the number
+    is filled in (T never changes for a code once set)."""
+    counts = entry.renderings.setdefault("counts", {})
+    first_at_text = _local_time(result.scans["first_at"])
+    threshold = services.scan_warning_threshold()
+    key = (first_at_text, result.code.serial is not None, threshold)
+    template = counts.get(key)
+    if template is None:
+        if len(counts) > 1000:  # one per item serial at most; keep an entry small
+            counts.clear()
+        template = counts[key] = str(macros.scan_count(_COUNT, first_at_text, result.code.serial, threshold))
+    return template.replace(_COUNT, str(result.scans["count"]), 1)
 
 
 @lru_cache(maxsize=4096)
@@ -127,8 +144,8 @@ def _resolve(code: codes.TraceCode | None):
     if as_json:
         # Plain json.dumps: Flask's provider would sort the keys, a cost with no reader.
         body = json.dumps(presenters.scan_json(result), ensure_ascii=False, separators=(",", ":"))
-        return _no_store(current_app.response_class(body, mimetype="application/json"))
-    return _no_store(make_response(_scan_html(result)))
+        return current_app.response_class(body, mimetype="application/json", headers=NO_STORE)
+    return current_app.response_class(_scan_html(result), mimetype="text/html", headers=NO_STORE)
 
 
 @bp.get("/01/<path:rest>")
