@@ -8,8 +8,9 @@ from blinker import Namespace
 
 _signals = Namespace()
 
-#: sent with ``product_ids`` (an iterable of ints) when anything a listing shows changed:
-#: product fields, certification status or validity, batches, or sellable stock.
+#: sent with ``product_ids`` (an iterable of ints) when anything an index or cache keeps changed:
+#: product fields, certification status or validity, batches, or stock running out or coming back
+#: (not every unit sold: pages read live stock counts).
 products_changed = _signals.signal("products-changed")
 
 

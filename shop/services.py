@@ -211,7 +211,8 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
 
     for attempt in (1, 2):
         try:
-            order = _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint, today)
+            order, sold_out = _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key,
+                                       fingerprint, today)
         except StockShortage as shortage:
             # Stock held by lapsed reservations is stock: release them, then try once more.
             if attempt == 1 and expire_stale_reservations(limit=100):
@@ -226,7 +227,9 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
                 raise
             return existing, False
         break
-    notify_products_changed(*wanted)
+    # Listings read live stock; only a product running out changes what search indexes
+    # (in stock or not), so most orders announce nothing and cost the indexer nothing.
+    notify_products_changed(*sold_out)
     if order.payment_provider == "stripe":
         _attach_stripe_checkout(order)
     return order, True
@@ -241,11 +244,14 @@ class StockShortage(Exception):
         self.available = available
 
 
-def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint, today) -> Order:
+def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint,
+             today) -> tuple[Order, list[int]]:
     """One transaction: write the order, then lock, allocate and decrement the batches, audit, commit.
 
     The order's own rows are written before the batch rows are locked, so the locks on shared
     (hot) batch rows are held only for the allocation, the audit append and the commit.
+
+    :return: the order and the products it sold out (no sellable unit left).
 
     :raise StockShortage: not enough units (everything rolled back, nothing reserved).
     """
@@ -258,6 +264,8 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
         if short:
             raise StockShortage(short)
         stock.apply_takes(takes)
+        sold_out = [pid for pid, quantity in wanted.items()
+                    if sum(row["available_quantity"] for row in candidates.get(pid, [])) == quantity]
         lines = {line.product_id: line for line in order.lines}
         db.session.add_all([
             OrderAllocation(order=order, line=lines[pid], batch_id=take.batch_id, village_id=take.village_id,
@@ -268,7 +276,7 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
                      to_state=OrderStatus.PENDING_PAYMENT.value,
                      data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
                            "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
-    return order
+    return order, sold_out
 
 
 def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:

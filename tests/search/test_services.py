@@ -85,6 +85,23 @@ def test_stock_changes_show_in_results_after_the_signal(make):
     assert ids(find("毛尖", in_stock="true")) == [tea.id]
 
 
+def test_a_product_sold_out_by_orders_leaves_in_stock_results_and_returns_when_released(client, make):
+    from shop import services as shop_services
+    from tests.shop.helpers import place
+
+    tea = sellable(make)
+    batch(tea, quantity=3)
+    notify_products_changed(tea.id)
+    buyer = make.user()
+    first = place(client, make, buyer, (tea, 1))
+    assert ids(find("毛尖", in_stock="true")) == [tea.id]
+    assert find("毛尖").items[0].available == 2, "the count shown is read live, not from the index"
+    place(client, make, buyer, (tea, 2))
+    assert find("毛尖", in_stock="true").total == 0
+    shop_services.cancel_order(buyer, first["id"])
+    assert ids(find("毛尖", in_stock="true")) == [tea.id]
+
+
 def test_a_renamed_product_is_found_by_its_new_name(make):
     tea = sellable(make, "古丈毛尖 明前特级")
     tea.name = "古丈红茶 特级"

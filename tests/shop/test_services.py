@@ -58,7 +58,7 @@ def test_expired_batches_do_not_count_as_stock(make):
     assert error.value.code == "insufficient_stock"
 
 
-def test_placing_and_releasing_announce_the_stock_change(make):
+def test_selling_out_and_releasing_announce_the_stock_change_but_other_sales_do_not(make):
     tea = certified_product(make)
     batch(tea, quantity=5)
     seen = []
@@ -69,8 +69,11 @@ def test_placing_and_releasing_announce_the_stock_change(make):
     products_changed.connect(receiver)
     try:
         buyer = make.user()
-        order, _ = services.place_order(buyer, _data((tea, 2)))
-        services.cancel_order(buyer, order.id)
+        services.place_order(buyer, _data((tea, 2)))
+        assert seen == [], "units left: listings read live stock, nothing to re-index"
+        last, _ = services.place_order(buyer, _data((tea, 3)))
+        assert seen == [[tea.id]], "sold out"
+        services.cancel_order(buyer, last.id)
     finally:
         products_changed.disconnect(receiver)
     assert seen == [[tea.id], [tea.id]]
