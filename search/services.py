@@ -98,6 +98,26 @@ def schedule_reindex(product_ids) -> None:
         reindex_products(product_ids)
 
 
+def warm_up(app) -> None:
+    """Take the first-query costs off the first visitor of a new worker: load jieba and the
+    project's words, open the index and fill its caches (0.3-0.9 s, see docs/benchmarks.md).
+
+    Run on a background thread when a server worker starts (``gunicorn.conf.py``); never raises.
+    """
+    if "SEARCH_INDEX_DIR" not in app.config:
+        return  # not this service's app
+    started = time.perf_counter()
+    try:
+        with app.app_context():
+            text.ensure_dictionary()
+            text.query_words("古丈毛尖")  # jieba builds its prefix dictionary on first use
+            documents_seen = get_engine(app).warm_up(shanghai_today())
+    except Exception:
+        log.exception("search: warm-up failed (the first query will pay for it)")
+        return
+    log.info("search: warmed up over %d products in %.2f s", documents_seen, time.perf_counter() - started)
+
+
 def get_engine(app=None) -> SearchEngine:
     """The app's search engine over ``SEARCH_INDEX_DIR`` (one per app and directory).
 

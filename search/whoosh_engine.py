@@ -29,6 +29,7 @@ import weakref
 from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Iterable, Iterator
 
 from whoosh import index as whoosh_index
@@ -723,6 +724,29 @@ class WhooshEngine:
         return bits
 
     # -- querying -------------------------------------------------------------------------
+
+    def warm_up(self, today: date | None = None) -> int:
+        """Fill the shared per-segment caches a first query would otherwise fill for its visitor:
+        columns, facet and validity bitmaps, the browse and tie-break orders, and the postings of
+        a few common words. Readers opened here belong to the calling thread and are closed.
+
+        :return: the number of live documents seen (0 when there is no index yet).
+        """
+        documents = 0
+        try:
+            for text_query in ("", "茶", "cha"):
+                hits = self.query(SearchRequest(text=text_query, limit=20, today=today))
+                if not text_query:
+                    documents = hits.total
+            for leaf in self._leaves():
+                if leaf.reader.doc_count():
+                    self._order(leaf, "tiebreak")
+                    self._in_stock(leaf)
+        except IndexUnavailable:
+            return 0
+        finally:
+            self.close()
+        return documents
 
     def query(self, request: SearchRequest) -> SearchHits:
         """Run ``request``: exact total and facets over all hits, one ordered page of ids."""
