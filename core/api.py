@@ -75,11 +75,24 @@ def get_cooperative(cooperative_id: int):
 def create_budget_unit():
     """Register a budget unit that runs a canteen."""
     unit = budget_units.create_budget_unit(current_user(), json_body())
-    return jsonify(BudgetUnitSchema().dump(unit)), 201
+    return jsonify(_budget_unit_body(unit)), 201
 
 
 @bp.get("/budget-units/<int:unit_id>")
 @require_login
 def get_budget_unit(unit_id: int):
     """Return a budget unit to its buyers, finance, officials and admins."""
-    return jsonify(BudgetUnitSchema().dump(budget_units.get_budget_unit_for(current_user(), unit_id)))
+    return jsonify(_budget_unit_body(budget_units.get_budget_unit_for(current_user(), unit_id)))
+
+
+@bp.patch("/budget-units/<int:unit_id>")
+@require_roles(Role.ADMIN)
+def update_budget_unit(unit_id: int):
+    """Change a unit's name, budget or reserved share (any subset); audited old → new."""
+    unit = budget_units.update_budget_unit(current_user(), unit_id, json_body())
+    return jsonify(_budget_unit_body(unit))
+
+
+def _budget_unit_body(unit) -> dict:
+    """A unit as the contract shapes it, plus whether its share is below the policy's 10%."""
+    return {**BudgetUnitSchema().dump(unit), "below_policy_minimum": budget_units.below_policy_minimum(unit)}
