@@ -1,10 +1,17 @@
-"""Uploaded pictures (product photos, scanned evidence): opened for real, re-encoded, stored safely.
+"""Uploaded files (product photos, scanned evidence): opened for real, re-written, stored safely.
 
 Nothing a client sends is written to disk as sent. A file is read with a byte limit, opened
 by Pillow restricted to JPEG/PNG/WebP, its declared size checked against a pixel limit
 *before* decoding (a 100 kB PNG can declare 30,000 × 30,000 pixels), verified, fully decoded,
 then re-encoded as a fresh JPEG without EXIF/ICC/text chunks under a random name. Whatever
 fails any step is refused with 422 and leaves nothing behind.
+
+Evidence may also be a PDF (certificates and test reports usually are). Its kind is decided
+by its first bytes, never by the client's name or content type. pypdf opens it; encrypted,
+unparsable, empty or over-long documents are refused; the pages alone are copied into a new
+document (no catalogue: no OpenAction, document JavaScript, forms, attachments, outlines or
+metadata), each page reduced to the keys needed to draw it (no annotations, no page actions),
+and the result is read back and walked to prove no script, action or attached file survived.
 """
 import hashlib
 import io
@@ -16,6 +23,9 @@ from pathlib import Path
 
 from flask import current_app
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pypdf import PdfReader, PdfWriter
+from pypdf.errors import DependencyError, FileNotDecryptedError
+from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
 
 from core.errors import ValidationFailed
 
@@ -27,8 +37,30 @@ DEFAULT_MAX_EDGE = 1600
 THUMBNAIL_EDGE = 480
 JPEG_QUALITY = 85
 
-# Generated names only: 32 hex characters, optional "-s" (thumbnail), ".jpg".
-STORED_NAME = re.compile(r"^[0-9a-f]{32}(-s)?\.jpg$")
+PDF_MAGIC = b"%PDF-"
+DEFAULT_MAX_PDF_PAGES = 20
+# What a viewer needs to draw a page. Everything else on a page goes: /Annots (links, form
+# widgets, attached files), /AA (actions on open/close), thumbnails, structure, beads, and any
+# private key that could drag other objects (even the original catalogue) into the copy.
+PDF_PAGE_KEYS = frozenset({"/Type", "/MediaBox", "/CropBox", "/BleedBox", "/TrimBox", "/ArtBox", "/Rotate",
+                           "/Resources", "/Contents", "/UserUnit", "/Group"})
+PDF_RESOURCE_KEYS = frozenset({"/ExtGState", "/ColorSpace", "/Pattern", "/Shading", "/XObject", "/Font",
+                               "/ProcSet", "/Properties"})
+# Nothing reachable in a stored PDF may carry these: scripts, automatic actions, forms,
+# attached or embedded files, rich media.
+PDF_FORBIDDEN_KEYS = frozenset({"/JS", "/JavaScript", "/OpenAction", "/AA", "/AcroForm", "/XFA", "/EmbeddedFile",
+                                "/EmbeddedFiles", "/EF", "/RichMediaContent", "/RichMediaSettings"})
+PDF_FORBIDDEN_ACTIONS = frozenset({"/JavaScript", "/Launch", "/SubmitForm", "/ImportData", "/GoToE", "/GoToR",
+                                   "/RichMediaExecute", "/Rendition", "/Sound", "/Movie", "/URI"})
+
+# Generated names only: 32 hex characters, then "-s" (thumbnail) or nothing, ".jpg"; evidence
+# PDFs carry their page count ("-12p.pdf"): a name we wrote is trusted, and pages show the
+# count without opening the file (the evidence table has no column for it).
+IMAGE_NAME = re.compile(r"^[0-9a-f]{32}(-s)?\.jpg$")
+PDF_NAME = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]{0,3})p\.pdf$")
+STORED_NAME = re.compile(f"{IMAGE_NAME.pattern}|{PDF_NAME.pattern}")
+# Which generated names each upload folder may serve: product photos are never PDFs.
+KIND_NAMES = {"products": IMAGE_NAME, "evidence": STORED_NAME}
 
 
 @dataclass(frozen=True)
@@ -42,12 +74,26 @@ class ProcessedImage:
     sha256: str
 
 
+@dataclass(frozen=True)
+class ProcessedPdf:
+    """A re-written PDF ready to store: its bytes and page count."""
+
+    data: bytes
+    pages: int
+    sha256: str
+
+
 def _setting(name: str, default: int) -> int:
     """Return an integer upload setting from the app config (tests) or the environment."""
     value = current_app.config.get(name)
     if value is None:
         value = os.environ.get(name, default)
     return int(value)
+
+
+def max_pdf_pages() -> int:
+    """Return how many pages an evidence PDF may have (``EVIDENCE_MAX_PDF_PAGES``, default 20)."""
+    return _setting("EVIDENCE_MAX_PDF_PAGES", DEFAULT_MAX_PDF_PAGES)
 
 
 def upload_dir() -> Path:
@@ -129,30 +175,150 @@ def _encode(image: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def store(kind: str, processed: ProcessedImage) -> str:
-    """Write a processed image (and its thumbnail) under a fresh random name; return the name."""
+def process_evidence(data: bytes, field: str = "file") -> ProcessedImage | ProcessedPdf:
+    """Validate an evidence scan: a PDF when it starts with ``%PDF-``, otherwise a picture.
+
+    :raise ValidationFailed: neither an acceptable PDF nor a JPEG/PNG/WebP picture.
+    """
+    if data.startswith(PDF_MAGIC):
+        return process_pdf(data, field)
+    try:
+        return process_image(data, field)
+    except ValidationFailed as exc:
+        if exc.code != "invalid_image":
+            raise
+        _refuse("文件不是有效的 JPEG、PNG、WebP 图片或 PDF 文件", field, "invalid_file")
+
+
+def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
+    """Open a PDF for real and return its pages re-written into a new, inert document.
+
+    :raise ValidationFailed: not a PDF, encrypted, unparsable, no pages or more than
+        ``EVIDENCE_MAX_PDF_PAGES``, or something active survived the copy.
+    """
+    max_pages = max_pdf_pages()
+    if not data.startswith(PDF_MAGIC):
+        _refuse("文件不是 PDF", field, "invalid_pdf")
+    encrypted = "PDF 已加密或设有密码，请上传未加密的文件（可另存为不加密的 PDF，或上传图片）"
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            _refuse(encrypted, field, "encrypted_pdf")
+        pages = reader.pages
+        count = len(pages)
+        if count < 1:
+            _refuse("PDF 没有页面", field, "invalid_pdf")
+        if count > max_pages:
+            _refuse(f"PDF 页数过多（{count} 页，上限 {max_pages} 页）", field, "too_many_pages")
+        writer = PdfWriter()
+        for page in pages:
+            _keep_only(page, PDF_PAGE_KEYS)
+            resources = page.get("/Resources")
+            if resources is not None and isinstance(resources.get_object(), DictionaryObject):
+                _keep_only(resources.get_object(), PDF_RESOURCE_KEYS)
+            writer.add_page(page)
+        out = io.BytesIO()
+        writer.write(out)
+        rewritten = out.getvalue()
+        # Read our own output back: it must parse, have the same pages, and hold nothing active.
+        check = PdfReader(io.BytesIO(rewritten))
+        if len(check.pages) != count or _active_content(check):
+            _refuse("PDF 含有脚本、自动动作、表单或附件等不允许的内容", field, "unsafe_pdf")
+    except ValidationFailed:
+        raise
+    except (DependencyError, FileNotDecryptedError):
+        # pypdf needs a crypto library for AES files it could not even open: encrypted either way.
+        _refuse(encrypted, field, "encrypted_pdf")
+    except RecursionError:
+        _refuse("PDF 结构过于复杂，无法读取", field, "invalid_pdf")
+    except Exception:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways; each one is "not a PDF we accept"
+        _refuse("文件不是有效的 PDF，无法读取", field, "invalid_pdf")
+    return ProcessedPdf(rewritten, count, hashlib.sha256(rewritten).hexdigest())
+
+
+def _keep_only(dictionary: DictionaryObject, keys: frozenset) -> None:
+    """Delete every key of a (reader-side, in-memory) PDF dictionary not in ``keys``."""
+    for key in list(dictionary.keys()):
+        if key not in keys:
+            del dictionary[key]
+
+
+def _active_content(reader: PdfReader) -> bool:
+    """True when any object reachable from the trailer is a script, action, form or attached file."""
+    seen: set[tuple[int, int]] = set()
+    stack: list = [reader.trailer]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, IndirectObject):
+            key = (item.idnum, item.generation)
+            if key in seen:
+                continue
+            seen.add(key)
+            item = item.get_object()
+        if isinstance(item, DictionaryObject):
+            if any(key in PDF_FORBIDDEN_KEYS for key in item.keys()):
+                return True
+            action, kind = _resolved(item.get("/S")), _resolved(item.get("/Type"))
+            if isinstance(action, NameObject) and action in PDF_FORBIDDEN_ACTIONS:
+                return True
+            if isinstance(kind, NameObject) and kind in ("/Action", "/Filespec", "/EmbeddedFile", "/Annot"):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, ArrayObject):
+            stack.extend(item)
+    return False
+
+
+def _resolved(value):
+    """Return the object an indirect reference points at (values pass through)."""
+    return value.get_object() if isinstance(value, IndirectObject) else value
+
+
+def _write_atomically(folder: Path, filename: str, payload: bytes) -> None:
+    """Write a file so that a reader never sees half of it (temporary file, then rename)."""
+    temporary = folder / f".{filename}.tmp"
+    temporary.write_bytes(payload)
+    os.replace(temporary, folder / filename)
+
+
+def store(kind: str, processed: ProcessedImage | ProcessedPdf) -> str:
+    """Write a processed image (and its thumbnail) or PDF under a fresh random name; return the name."""
     folder = upload_dir() / kind
     folder.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(16)
+    if isinstance(processed, ProcessedPdf):
+        if kind != "evidence":
+            raise ValueError(f"PDF files are not stored under {kind!r}")
+        name = f"{token}-{processed.pages}p.pdf"
+        _write_atomically(folder, name, processed.data)
+        return name
     name = f"{token}.jpg"
     for filename, payload in ((name, processed.data), (f"{token}-s.jpg", processed.thumbnail)):
-        temporary = folder / f".{filename}.tmp"
-        temporary.write_bytes(payload)
-        # Atomic rename: a reader never sees half a file.
-        os.replace(temporary, folder / filename)
+        _write_atomically(folder, filename, payload)
     return name
 
 
 def thumbnail_name(name: str) -> str:
-    """Return the thumbnail's stored name for a full-size stored name."""
+    """Return the thumbnail's stored name for a full-size stored image name."""
     return name[:-4] + "-s.jpg"
 
 
+def is_pdf(name: str | None) -> bool:
+    """True when ``name`` is a stored PDF's generated name."""
+    return bool(name) and PDF_NAME.match(name) is not None
+
+
+def pdf_page_count(name: str | None) -> int | None:
+    """Return the page count a stored PDF's generated name carries (None for anything else)."""
+    match = PDF_NAME.match(name) if name else None
+    return int(match.group(1)) if match else None
+
+
 def remove(kind: str, name: str | None) -> None:
-    """Delete a stored image and its thumbnail, ignoring files already gone."""
-    if not name or not STORED_NAME.match(name):
+    """Delete a stored file (and an image's thumbnail), ignoring files already gone."""
+    if not name or not KIND_NAMES.get(kind, IMAGE_NAME).match(name):
         return
-    for filename in (name, thumbnail_name(name)):
+    for filename in (name,) if is_pdf(name) else (name, thumbnail_name(name)):
         try:
             (upload_dir() / kind / filename).unlink()
         except FileNotFoundError:
@@ -160,8 +326,8 @@ def remove(kind: str, name: str | None) -> None:
 
 
 def stored_path(kind: str, name: str) -> Path | None:
-    """Return the path of a stored file if ``name`` is one we generate and it exists."""
-    if not STORED_NAME.match(name):
+    """Return the path of a stored file if ``name`` is one we generate for ``kind`` and it exists."""
+    if not KIND_NAMES.get(kind, IMAGE_NAME).match(name):
         return None
     path = upload_dir() / kind / name
     return path if path.is_file() else None
