@@ -440,7 +440,7 @@ def submit_application(actor: User, product_id: int, data: dict, evidence_files:
     """Apply for the brand (or renew it) for a product of the actor's cooperative.
 
     A product that sells under a valid certificate keeps selling on it while the renewal is
-    reviewed. ``evidence_files`` maps an evidence index to an uploaded scan (an image).
+    reviewed. ``evidence_files`` maps an evidence index to an uploaded scan (a picture or a PDF).
 
     :raise ValidationFailed: invalid evidence or scan (422).
     :raise Conflict: an application of this product is already being reviewed (409).
@@ -452,7 +452,7 @@ def submit_application(actor: User, product_id: int, data: dict, evidence_files:
         if not 0 <= index < len(fields["evidence"]):
             raise ValidationFailed(fields={f"evidence.{index}.file": ["没有对应的证明材料"]})
         field = f"evidence.{index}.file"
-        scans[index] = uploads.process_image(uploads.read_limited(upload, field), field)
+        scans[index] = uploads.process_evidence(uploads.read_limited(upload, field), field)
     product = _lock_row(Product, product.id)
     if in_progress_application(product.id) is not None:
         raise Conflict("该产品已有审核中的申请，请等待审核结果", code="application_in_progress")
@@ -493,8 +493,10 @@ def submit_application(actor: User, product_id: int, data: dict, evidence_files:
 
 
 def attach_evidence_file(actor: User, certification_id: int, evidence_id: int, upload) -> Certification:
-    """Attach (or replace) the scan of one evidence document while the county has not decided.
+    """Attach (or replace) the scan (a picture or a PDF) of one evidence document while the county
+    has not decided.
 
+    :raise ValidationFailed: not an acceptable picture or PDF (422).
     :raise Conflict: the application has left the ``submitted`` stage (409).
     """
     application = get_application(actor, certification_id)
@@ -504,7 +506,7 @@ def attach_evidence_file(actor: User, certification_id: int, evidence_id: int, u
         raise NotFound("证明材料不存在")
     if upload is None:
         raise ValidationFailed("请选择扫描件", code="invalid_image", fields={"file": ["必填"]})
-    processed = uploads.process_image(uploads.read_limited(upload))
+    processed = uploads.process_evidence(uploads.read_limited(upload))
     application = _lock_row(Certification, application.id)
     if application.status != CertificationStatus.SUBMITTED.value:
         raise Conflict("县级审核后不能再修改证明材料", code="wrong_stage")

@@ -53,7 +53,7 @@ def certification_labels():
     return {"status_labels": services.STATUS_LABELS, "category_labels": CATEGORY_LABELS,
             "action_labels": services.ACTION_LABELS, "evidence_type_labels": EVIDENCE_TYPE_LABELS,
             "product_status": product_status, "certificate_status": certificate_status,
-            "expires_in_days": expires_in_days,
+            "expires_in_days": expires_in_days, "pdf_page_count": uploads.pdf_page_count,
             "role_label": lambda role: ROLE_LABELS.get(Role(role), role) if role in ROLE_VALUES else role}
 
 
@@ -113,7 +113,7 @@ def product_image(name: str):
 @bp.get("/certifications/<int:certification_id>/evidence/<int:evidence_id>/file")
 @require_login
 def evidence_file(certification_id: int, evidence_id: int):
-    """Serve an evidence scan to those who may read the application."""
+    """Serve an evidence scan (JPEG or re-written PDF) to those who may read the application."""
     application = services.get_application(current_user(), certification_id)
     evidence = db.session.get(Evidence, evidence_id)
     if evidence is None or evidence.certification_id != application.id or not evidence.filename:
@@ -121,7 +121,17 @@ def evidence_file(certification_id: int, evidence_id: int):
     path = uploads.stored_path("evidence", evidence.filename)
     if path is None:
         abort(404)
-    response = send_file(path, mimetype="image/jpeg", max_age=0)
+    if uploads.is_pdf(evidence.filename):
+        # Inline so reviewers read it in the browser's viewer; the sandbox gives the document an
+        # opaque origin (no cookies, no same-origin access) should anything in it ever run.
+        # Chromium's viewer renders under this policy (checked with Chromium 156).
+        response = send_file(path, mimetype="application/pdf", max_age=0,
+                             download_name=f"evidence-{evidence.id}.pdf", as_attachment=False)
+        response.headers["Content-Security-Policy"] = "sandbox; default-src 'none'"
+    else:
+        response = send_file(path, mimetype="image/jpeg", max_age=0)
+        response.headers["Content-Security-Policy"] = "default-src 'none'"
+    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "private, no-store"
     return response
 
@@ -284,7 +294,8 @@ def apply(product_id: int):
     return render_template("certification/apply.html", product=product, errors=errors, message=message,
                            form=request.form if request.method == "POST" else None, pending=pending,
                            renewal=product.certificate is not None and product.certificate.status == "certified",
-                           evidence_types=forms.evidence_type_choices(), rows=forms.EVIDENCE_ROWS), status
+                           evidence_types=forms.evidence_type_choices(), rows=forms.EVIDENCE_ROWS,
+                           max_pdf_pages=uploads.max_pdf_pages()), status
 
 
 # ---- reviewers ---------------------------------------------------------------------------
