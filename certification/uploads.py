@@ -57,7 +57,7 @@ PDF_FORBIDDEN_ACTIONS = frozenset({"/JavaScript", "/Launch", "/SubmitForm", "/Im
 # PDFs carry their page count ("-12p.pdf"): a name we wrote is trusted, and pages show the
 # count without opening the file (the evidence table has no column for it).
 IMAGE_NAME = re.compile(r"^[0-9a-f]{32}(-s)?\.jpg$")
-PDF_NAME = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]{0,3})p\.pdf$")
+PDF_NAME = re.compile(r"^[0-9a-f]{32}-([1-9][0-9]{0,5})p\.pdf$")
 STORED_NAME = re.compile(f"{IMAGE_NAME.pattern}|{PDF_NAME.pattern}")
 # Which generated names each upload folder may serve: product photos are never PDFs.
 KIND_NAMES = {"products": IMAGE_NAME, "evidence": STORED_NAME}
@@ -231,7 +231,7 @@ def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
         _refuse(encrypted, field, "encrypted_pdf")
     except RecursionError:
         _refuse("PDF 结构过于复杂，无法读取", field, "invalid_pdf")
-    except Exception:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways; each one is "not a PDF we accept"
+    except Exception:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways, each one a refusal
         _refuse("文件不是有效的 PDF，无法读取", field, "invalid_pdf")
     return ProcessedPdf(rewritten, count, hashlib.sha256(rewritten).hexdigest())
 
