@@ -83,6 +83,10 @@ def _app_context(app):
         db.session.remove()
         # Rate-limit counts must not leak from one test into the next.
         app.extensions.pop("rate_limit_counter", None)
+        # Nor the scan page's per-worker caches and counts (ids restart after the truncation).
+        from traceability.scanning import clear_scan_caches
+
+        clear_scan_caches()
 
 
 @pytest.fixture

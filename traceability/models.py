@@ -108,6 +108,21 @@ class BatchScanCounter(db.Model):
     last_at = db.Column(UTCDateTime, nullable=True)
 
 
+class ScanFlush(db.Model):
+    """One write of a worker's buffered scans, by its random token (traceability/scanning.py).
+
+    Inserted in the same transaction as the counts it adds, so a write whose COMMIT was sent but
+    not acknowledged (a dropped connection) can be retried safely: if it had committed, the
+    token is already here, the retry fails on the key and adds nothing. Rows older than a day
+    are pruned by the writers.
+    """
+
+    __tablename__ = "scan_flushes"
+
+    token = db.Column(db.String(32), primary_key=True)
+    written_at = db.Column(UTCDateTime, nullable=False, index=True)
+
+
 class Serial(db.Model):
     """One item label of a batch: an unguessable serial with its own scan counter."""
 

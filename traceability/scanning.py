@@ -19,11 +19,12 @@ import atexit
 import logging
 import os
 import queue
+import secrets
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -39,8 +40,8 @@ from core.signals import products_changed
 from core.timeutil import UTCDateTime, shanghai_today, utcnow
 from traceability import codes
 from traceability.codes import TraceCode
-from traceability.models import (BIZ_STEP_LABELS, COMMITMENT_STATEMENTS, Batch, BatchScanCounter, ScanEvent, Serial,
-                                 TraceEvent)
+from traceability.models import (BIZ_STEP_LABELS, COMMITMENT_STATEMENTS, Batch, BatchScanCounter, ScanEvent, ScanFlush,
+                                 Serial, TraceEvent)
 
 DEFAULT_SCAN_WARNING_THRESHOLD = 20
 # How stale the cached parts of a scan page may be (events, village sales, product text).
@@ -49,8 +50,14 @@ ENTRY_TTL_SECONDS = 30
 MAX_ENTRIES = 5000
 MAX_KNOWN_COUNTS = 200_000
 PG_POOL_SIZE = 8
+PG_CONNECT_TIMEOUT_SECONDS = 3
 DEFAULT_FLUSH_INTERVAL_MS = 100
 DEFAULT_RECHECK_SECONDS = 1.0
+# Scan-log rows a worker keeps while the database is unreachable (~200 bytes each).
+MAX_UNWRITTEN_ROWS = 100_000
+# Flush tokens only need to outlive a retry; each write prunes old ones with this chance.
+FLUSH_TOKEN_KEEP = timedelta(days=1)
+FLUSH_TOKEN_PRUNE_ONE_IN = 1000
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,7 @@ _batches, _products, _cooperatives, _villages = (Batch.__table__, Product.__tabl
 _targets, _certificates, _images = VillageSalesTarget.__table__, Certification.__table__, ProductImage.__table__
 _serials, _counters, _scan_events, _events = (Serial.__table__, BatchScanCounter.__table__, ScanEvent.__table__,
                                               TraceEvent.__table__)
+_flushes = ScanFlush.__table__
 
 
 # --------------------------------------------------------------------------- configuration and clients
@@ -400,8 +408,11 @@ class _PgConnections:
     Made lazily per process (gunicorn forks), dropped on error, prepared statements.
     """
 
-    def __init__(self, conninfo: str):
+    def __init__(self, conninfo: str, connect_args: dict):
         self.conninfo, self.idle = conninfo, queue.LifoQueue()
+        # The app's own connection settings (SSL, options) apply here too; a database that
+        # cannot be reached fails the scan's read in seconds, not at the worker's timeout.
+        self.connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, **connect_args}
 
     @contextmanager
     def connection(self):
@@ -410,7 +421,7 @@ class _PgConnections:
         try:
             conn = self.idle.get_nowait()
         except queue.Empty:
-            conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=0)
+            conn = psycopg.connect(self.conninfo, autocommit=True, prepare_threshold=0, **self.connect_args)
         try:
             yield conn
         except BaseException:
@@ -432,7 +443,8 @@ def _pg_pool() -> _PgConnections:
     pool = _pg_pools.get(key)
     if pool is None:
         conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        pool = _pg_pools[key] = _PgConnections(conninfo)
+        connect_args = current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {}).get("connect_args", {})
+        pool = _pg_pools[key] = _PgConnections(conninfo, dict(connect_args))
     return pool
 
 
@@ -497,18 +509,36 @@ class _Tally:
         self.last_at = max(filter(None, (self.last_at, other.last_at)), default=None)
 
 
+@dataclass
+class _Write:
+    """One unit of work for the database: tallies and log rows under one idempotency token.
+
+    A write that failed keeps its token, so retrying it after a COMMIT whose answer was lost
+    adds nothing twice (``ScanFlush``); it is therefore retried as it was, never merged with
+    newer scans.
+    """
+
+    tallies: dict[tuple, _Tally]
+    rows: list[dict]
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+
 class ScanBuffer:
     """This worker's scans on their way to the database.
 
     A scan is counted here at once and written by a background thread within
     ``SCAN_FLUSH_INTERVAL_MS``, together with every other scan of that moment: one transaction
-    of atomic increments (``count = count + k``, first time kept) and one multi-row insert into
-    the scan log. The stored counts are therefore exact whatever the concurrency, across
-    workers and servers; what a page shows is the stored count last seen by this worker plus
-    its own scans not yet stored, so scans by *other* workers in the last instant may not show
-    yet. Measured on the hot path, this is the difference between ~38% and over half of a bare
-    Flask endpoint's throughput (see docs/benchmarks.md). A worker stopped normally writes its
-    remaining scans at exit; one killed outright loses at most the last interval's scans.
+    of atomic increments (``count = count + k``, first time kept), one multi-row insert into
+    the scan log and one flush token. The stored counts are therefore exact whatever the
+    concurrency, across workers and servers, and through database outages: a write that did
+    not land is retried as it was, with its token, before anything newer is written. What a
+    page shows is the stored count last seen by this worker plus its own scans not yet stored,
+    so scans by *other* workers in the last instant may not show yet. Measured on the hot
+    path, this is the difference between ~38% and over half of a bare Flask endpoint's
+    throughput (see docs/benchmarks.md). A worker stopped normally writes its remaining scans
+    at exit; one killed outright loses at most the last interval's scans. During a long outage
+    the counts are kept in full; only the oldest scan-log rows beyond ``MAX_UNWRITTEN_ROWS``
+    are dropped (and the drop is logged).
     """
 
     def __init__(self):
@@ -518,28 +548,42 @@ class ScanBuffer:
         self.known: dict[tuple, tuple[int, datetime | None]] = {}
         self.serial_ids: dict[tuple[int, str], int] = {}
         self.pending: dict[tuple, _Tally] = {}
-        self.inflight: dict[tuple, _Tally] = {}
         self.rows: list[dict] = []
+        # Writes taken from ``pending`` that have not landed yet (being written, or failed),
+        # oldest first; their counts are still shown from here. Rarely more than one.
+        self.unwritten: list[_Write] = []
         self.engine = None
         self.interval = DEFAULT_FLUSH_INTERVAL_MS / 1000
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
-        self.failures = 0
+        self.dropped_rows = 0
 
     def knows(self, key: tuple) -> bool:
         return key in self.known
 
+    def _learn(self, key: tuple, count: int, first_at: datetime | None) -> None:
+        """Record a stored count (call with the lock held); stored counts only grow, so an
+        older read never lowers what is known."""
+        old_count, old_first = self.known.get(key, (0, None))
+        if count >= old_count:
+            self.known[key] = (count, first_at or old_first)
+
     def remember(self, key: tuple, count: int, first_at: datetime | None) -> None:
-        """Take a count read from the database (unless a write of this key is under way)."""
+        """Take a count read from the database."""
         with self.lock:
-            if key not in self.inflight:
-                if len(self.known) > MAX_KNOWN_COUNTS:
-                    self.known.clear()
-                self.known[key] = (count, first_at)
+            if len(self.known) > MAX_KNOWN_COUNTS:
+                self.known.clear()
+            self._learn(key, count, first_at)
+
+    def remember_serial(self, batch_id: int, serial: str, serial_id: int) -> None:
+        with self.lock:
+            if len(self.serial_ids) > MAX_KNOWN_COUNTS:
+                self.serial_ids.clear()
+            self.serial_ids[(batch_id, serial)] = serial_id
 
     def _shown(self, key: tuple) -> tuple[int, datetime | None]:
         count, first_at = self.known.get(key, (0, None))
-        for tally in (self.inflight.get(key), self.pending.get(key)):
+        for tally in [write.tallies.get(key) for write in self.unwritten] + [self.pending.get(key)]:
             if tally is not None:
                 count += tally.count
                 first_at = first_at or tally.first_at
@@ -558,6 +602,8 @@ class ScanBuffer:
                 tally = self.pending[key] = _Tally()
             tally.merge(_Tally(1, now, now))
             self.rows.append(row)
+            if len(self.rows) + sum(len(write.rows) for write in self.unwritten) > MAX_UNWRITTEN_ROWS:
+                self._drop_oldest_rows()
             self.engine = engine
             shown = self._shown(key)
             if interval != self.interval:
@@ -568,6 +614,19 @@ class ScanBuffer:
         elif self.thread is None or not self.thread.is_alive():
             self._start()
         return shown
+
+    def _drop_oldest_rows(self) -> None:
+        """Keep the scan log's backlog bounded while the database is away (call with the lock
+        held; counts stay exact, only log detail is lost)."""
+        excess = len(self.rows) + sum(len(write.rows) for write in self.unwritten) - MAX_UNWRITTEN_ROWS
+        for rows in [write.rows for write in self.unwritten] + [self.rows]:
+            cut = min(excess, len(rows))
+            del rows[:cut]
+            excess -= cut
+            self.dropped_rows += cut
+        if self.dropped_rows % 10_000 < 2:
+            log.warning("scan log: %d rows dropped so far while the database was unreachable (counts kept)",
+                        self.dropped_rows)
 
     def _start(self) -> None:
         with self.lock:
@@ -587,67 +646,107 @@ class ScanBuffer:
             self.flush(interval)
 
     def flush(self, only_at_interval: float | None = None) -> int:
-        """Write the pending scans now (one transaction); return how many log rows were written.
+        """Write what did not land before (oldest first), then the pending scans; return how
+        many log rows were written now. Stops at the first write that fails: it stays queued,
+        as it was, and newer scans keep gathering in ``pending`` until it lands.
 
         :param only_at_interval: the background writer's interval; if it has changed meanwhile
             the writer does nothing this time.
         """
+        if self.pid != os.getpid():
+            return 0  # a forked child's copy of its parent's buffer: the parent writes those
+        written = 0
         with self.flush_lock:
             with self.lock:
-                if not self.pending or (only_at_interval is not None and only_at_interval != self.interval):
+                if only_at_interval is not None and only_at_interval != self.interval:
                     return 0
-                tallies, rows, engine = self.pending, self.rows, self.engine
-                self.pending, self.rows, self.inflight = {}, [], tallies
-            try:
-                stored = _write_with_retries(engine, tallies, rows)
-            except Exception:
-                log.exception("scan counts not written; will retry")
+                retries, engine = len(self.unwritten), self.engine
+            for attempt in range(retries + 1):
                 with self.lock:
-                    self.inflight = {}
-                    self.failures += 1
-                    if self.failures <= 3:  # a database that stays down must not grow memory forever
-                        for key, tally in tallies.items():
-                            self.pending.setdefault(key, _Tally()).merge(tally)
-                        self.rows[:0] = rows
-                return 0
-            with self.lock:
-                self.inflight, self.failures = {}, 0
-                self.known.update(stored)
-            return len(rows)
+                    if attempt == retries and self.pending:
+                        self.unwritten.append(_Write(self.pending, self.rows))
+                        self.pending, self.rows = {}, []
+                    if not self.unwritten:
+                        break
+                    write = self.unwritten[0]
+                try:
+                    stored = _write_with_retries(engine, write)
+                except BaseException as exc:  # SystemExit from a worker timeout included: keep the write
+                    if not isinstance(exc, Exception):
+                        raise
+                    log.exception("scan counts not written (%d writes waiting); will retry", len(self.unwritten))
+                    return written
+                with self.lock:
+                    self.unwritten.remove(write)
+                    if stored is None:
+                        # It had landed already (its COMMIT's answer was lost): read counts afresh.
+                        for key in write.tallies:
+                            self.known.pop(key, None)
+                    else:
+                        for key, (count, first_at) in stored.items():
+                            self._learn(key, count, first_at)
+                written += len(write.rows)
+        return written
 
     def discard(self) -> None:
-        """Forget everything, pending scans included (tests)."""
+        """Forget everything, unwritten scans included (tests)."""
         with self.lock:
             self.known.clear()
             self.serial_ids.clear()
             self.pending.clear()
             self.rows.clear()
+            self.unwritten.clear()
 
 
-def _write_with_retries(engine, tallies: dict[tuple, _Tally], rows: list[dict], attempts: int = 3):
+def _write_with_retries(engine, write: _Write, attempts: int = 3) -> dict[tuple, tuple] | None:
     """``_write_scans``, tried again at once if the database aborts it (a deadlock victim, a
-    dropped connection): the transaction rolled back, so nothing was counted twice."""
+    dropped connection). Safe even when the COMMIT itself was lost: the token makes a second
+    landing impossible.
+
+    :return: the stored counts, or None if the write had already landed.
+    """
     for attempt in range(1, attempts + 1):
         try:
-            return _write_scans(engine, tallies, rows)
+            return _write_scans(engine, write)
+        except sa.exc.IntegrityError:
+            if _landed(engine, write.token):
+                return None
+            raise
         except sa.exc.DBAPIError:
             if attempt == attempts:
                 raise
             time.sleep(0.01 * attempt)
 
 
-def _write_scans(engine, tallies: dict[tuple, _Tally], rows: list[dict]) -> dict[tuple, tuple]:
+def _landed(engine, token: str) -> bool:
+    """Whether a write with this token committed."""
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(sa.literal(1)).where(_flushes.c.token == token)) is not None
+
+
+def _write_scans(engine, write: _Write) -> dict[tuple, tuple]:
     """Add the tallies to the stored counters and append the log rows, in one transaction.
 
-    Rows are locked in one global order (batch counters, then serials, each by id) so that
-    workers writing at the same moment queue behind each other instead of deadlocking.
+    The flush token goes in first: a write that already landed fails there, before adding
+    anything. Rows are locked in one global order (batch counters, then serials, each by id)
+    so that workers writing at the same moment queue behind each other instead of deadlocking.
+    On PostgreSQL, lock and statement timeouts keep a stuck write from holding the writer (it
+    fails and is retried).
 
     :return: the stored count and first scan time of every code written, after the write.
     """
     stored = {}
+    now = utcnow()
     with engine.begin() as conn:
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(_counters)
-        for (kind, ident), tally in sorted(tallies.items(), key=lambda item: (item[0][0] != "batch", item[0][1])):
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
+            conn.execute(sa.text("SET LOCAL statement_timeout = '15s'"))
+        conn.execute(sa.insert(_flushes), {"token": write.token, "written_at": now})
+        if secrets.randbelow(FLUSH_TOKEN_PRUNE_ONE_IN) == 0:
+            conn.execute(sa.delete(_flushes).where(_flushes.c.written_at < now - FLUSH_TOKEN_KEEP))
+        insert = (postgresql.insert if postgres else sqlite.insert)(_counters)
+        for (kind, ident), tally in sorted(write.tallies.items(), key=lambda item: (item[0][0] != "batch", item[0][1])):
             first_at = sa.literal(tally.first_at, UTCDateTime())
             last_at = sa.literal(tally.last_at, UTCDateTime())
             if kind == "batch":
@@ -671,12 +770,20 @@ def _write_scans(engine, tallies: dict[tuple, _Tally], rows: list[dict]) -> dict
             row = conn.execute(statement).first()
             if row is not None:
                 stored[(kind, ident)] = (row[0], row[1])
-        if rows:
-            conn.execute(sa.insert(_scan_events), rows)
+        if write.rows:
+            conn.execute(sa.insert(_scan_events), write.rows)
     return stored
 
 
 _buffers: dict[int, ScanBuffer] = {}
+
+
+def _drop_parent_buffers() -> None:
+    """A forked worker starts with no scans of its parent's (the parent writes its own)."""
+    _buffers.clear()
+
+
+os.register_at_fork(after_in_child=_drop_parent_buffers)
 
 
 def _buffer() -> ScanBuffer:
@@ -754,14 +861,15 @@ def resolve_scan(code: TraceCode, *, user_agent: str = "", as_json: bool = False
             return None
         if state.fingerprint != entry.fingerprint:
             # The certificate changed (revoked, renewed, expired) since the entry was cached.
+            batch_id = entry.batch_id
             entry = _load_entry(key, code, today)
             if entry is None:
-                _entries.forget()
+                _entries.forget(batch_id)
                 return None
             _entries.put(entry)
         entry.checked_at = checked
         if code.is_item:
-            buffer.serial_ids[(entry.batch_id, code.serial)] = state.serial_id
+            buffer.remember_serial(entry.batch_id, code.serial, state.serial_id)
             count_key = ("item", state.serial_id)
         buffer.remember(count_key, state.count, state.first_at)
     device, client = classify_client(user_agent or "")

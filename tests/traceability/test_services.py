@@ -1,4 +1,5 @@
 """Service-level rules: sellable stock, client classes, scan totals."""
+import os
 from datetime import timedelta
 
 import pytest
@@ -6,10 +7,11 @@ import sqlalchemy as sa
 
 from core.extensions import db
 from core.models import Role
-from core.timeutil import shanghai_today
+from core.timeutil import shanghai_today, utcnow
 from tests.certification.factories import certified_product
 from tests.traceability import factories
-from traceability import codes, services
+from traceability import codes, scanning, services
+from traceability.models import ScanEvent, ScanFlush
 
 
 def test_available_quantities_sum_unexpired_batches_and_zero_for_none(make):
@@ -110,3 +112,117 @@ def test_the_background_writer_stores_scans_without_being_asked(make, flush_inte
     while _stored_count(batch) == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert _stored_count(batch) == 1
+
+
+# --------------------------------------------------------------------------- write-behind under failure
+
+def _database_down():
+    return sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+
+
+def _stored_log_rows() -> int:
+    db.session.rollback()
+    return db.session.scalar(sa.select(sa.func.count()).select_from(ScanEvent))
+
+
+def test_scans_answered_during_a_long_outage_are_all_stored_when_the_database_returns(make, flush_interval,
+                                                                                       monkeypatch):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    real_write = scanning._write_scans
+
+    def unreachable(*args, **kwargs):
+        raise _database_down()
+
+    monkeypatch.setattr(scanning, "_write_scans", unreachable)
+    monkeypatch.setattr(scanning.time, "sleep", lambda seconds: None)
+    shown = []
+    for _ in range(10):  # ten writer cycles while the database is away
+        shown.append(services.resolve_scan(code, user_agent="iPhone").scans["count"])
+        assert services.flush_scans() == 0
+    assert shown == list(range(1, 11)), "the worker keeps counting what it answered"
+    monkeypatch.setattr(scanning, "_write_scans", real_write)
+    assert services.flush_scans() == 10
+    assert _stored_count(batch) == 10 and _stored_log_rows() == 10
+
+
+def test_a_write_whose_commit_answer_was_lost_is_not_counted_twice(make, flush_interval, monkeypatch):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    real_write = scanning._write_scans
+    calls = []
+
+    def commits_then_connection_drops(*args, **kwargs):
+        result = real_write(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise _database_down()  # the server committed; the worker never heard back
+        return result
+
+    monkeypatch.setattr(scanning, "_write_scans", commits_then_connection_drops)
+    for _ in range(3):
+        services.resolve_scan(code, user_agent="iPhone")
+    services.flush_scans()
+    assert _stored_count(batch) == 3 and _stored_log_rows() == 3
+    assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 4
+    services.flush_scans()
+    assert _stored_count(batch) == 4
+
+
+def test_a_count_read_before_this_workers_write_landed_never_lowers_the_count_shown(make, flush_interval):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    for _ in range(3):
+        services.resolve_scan(code, user_agent="iPhone")
+    stale = scanning._read_state(batch.id, code)  # a request reads 0 ...
+    services.flush_scans()                          # ... the writer stores 3 ...
+    scanning._buffer().remember(("batch", batch.id), stale.count, stale.first_at)  # ... the request goes on
+    assert scanning._buffer().shown(("batch", batch.id))[0] == 3
+
+
+def test_an_outage_longer_than_the_log_backlog_drops_oldest_log_rows_but_keeps_counts(make, flush_interval,
+                                                                                        monkeypatch):
+    flush_interval(3_600_000)
+    monkeypatch.setattr(scanning, "MAX_UNWRITTEN_ROWS", 4)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    real_write = scanning._write_scans
+    monkeypatch.setattr(scanning, "_write_scans", lambda *args, **kwargs: (_ for _ in ()).throw(_database_down()))
+    monkeypatch.setattr(scanning.time, "sleep", lambda seconds: None)
+    for _ in range(7):
+        services.resolve_scan(code, user_agent="iPhone")
+        services.flush_scans()
+    monkeypatch.setattr(scanning, "_write_scans", real_write)
+    services.flush_scans()
+    assert _stored_count(batch) == 7
+    assert _stored_log_rows() == 4
+
+
+def test_a_forked_childs_copy_of_the_buffer_never_writes_the_parents_scans(make, flush_interval):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    services.resolve_scan(codes.parse_short(str(batch.id), None), user_agent="iPhone")
+    buffer = scanning._buffer()
+    buffer.pid = -1  # as if this process were a child forked after the scan
+    try:
+        assert buffer.flush() == 0
+        assert _stored_count(batch) == 0
+    finally:
+        buffer.pid = os.getpid()
+    assert services.flush_scans() == 1 and _stored_count(batch) == 1
+
+
+def test_old_flush_tokens_are_pruned(make, flush_interval, monkeypatch):
+    flush_interval(3_600_000)
+    db.session.execute(sa.insert(ScanFlush), [{"token": "a" * 32, "written_at": utcnow() - timedelta(days=2)}])
+    db.session.commit()
+    monkeypatch.setattr(scanning, "FLUSH_TOKEN_PRUNE_ONE_IN", 1)
+    batch = factories.batch(certified_product(make))
+    services.resolve_scan(codes.parse_short(str(batch.id), None), user_agent="iPhone")
+    services.flush_scans()
+    db.session.rollback()
+    assert db.session.scalars(sa.select(ScanFlush.token)).all() != ["a" * 32]
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(ScanFlush)) == 1
