@@ -5,7 +5,7 @@ from core.auth import current_user, require_login, require_roles
 from core.http import page_params
 from shop.reports import exports, services
 from shop.reports.schemas import (CountySalesSchema, MonthlySalesSchema, ReportQuerySchema, ReservedShareSchema,
-                                  TotalsSchema, YearQuerySchema)
+                                  ReservedSharesSchema, TotalsSchema, YearQuerySchema)
 
 bp = Blueprint("reports_api", __name__, url_prefix="/api/v1")
 
@@ -70,3 +70,11 @@ def reserved_share(unit_id: int):
     """A canteen's paid purchases this year against its reserved share of the food budget."""
     year = YearQuerySchema().load_args(request.args)["year"]
     return jsonify(ReservedShareSchema().dump(services.report_reserved_share(current_user(), unit_id, year)))
+
+
+@bp.get("/reports/reserved-shares")
+@require_roles(*services.CANTEEN_OVERVIEW_ROLES)
+def reserved_shares():
+    """Every budget unit's paid canteen purchases this year against its reserved share, furthest behind first."""
+    year = YearQuerySchema().load_args(request.args)["year"]
+    return jsonify(ReservedSharesSchema().dump(services.report_reserved_shares(current_user(), year)))

@@ -139,3 +139,26 @@ class ReservedShareSchema(Schema):
     purchased_fen = fields.Integer()
     progress = fields.Float()
     remaining_fen = fields.Integer()
+    has_quota = fields.Boolean()
+    below_policy_minimum = fields.Boolean()
+
+
+class ReservedSharesTotalsSchema(Schema):
+    """Sums over the units with a quota (a unit without a canteen asks nothing)."""
+
+    units = fields.Integer()
+    units_with_quota = fields.Integer()
+    units_at_target = fields.Integer()
+    units_below_policy = fields.Integer()
+    reserved_target_fen = fields.Integer()
+    purchased_fen = fields.Integer()
+    progress = fields.Float()
+    remaining_fen = fields.Integer()
+
+
+class ReservedSharesSchema(Schema):
+    """``/reports/reserved-shares``: every unit's progress, furthest behind first."""
+
+    year = fields.Integer()
+    items = fields.List(fields.Nested(ReservedShareSchema(exclude=("year",))))
+    totals = fields.Nested(ReservedSharesTotalsSchema)

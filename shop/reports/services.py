@@ -22,10 +22,11 @@ Definitions the contract leaves open, decided here:
 from dataclasses import dataclass, field, replace
 
 import sqlalchemy as sa
+from sqlalchemy.orm import joinedload
 
 from certification.gate import sellable_clause
 from certification.models import CATEGORY_LABELS, Product, product_villages
-from core.budget_units import get_budget_unit_for, reserved_target_fen
+from core.budget_units import below_policy_minimum, get_budget_unit_for, reserved_target_fen
 from core.errors import Forbidden
 from core.extensions import db
 from core.models import BudgetUnit, Cooperative, Role, User, Village, VillageSalesTarget
@@ -35,7 +36,7 @@ from shop.models import CHANNEL_LABELS, Order, OrderAllocation, OrderLine, Refun
 from shop.reports.models import VillageMonthSales
 from shop.reports.summary import shanghai_month_sql
 from shop.sales import NET_SALES_FEN, paid_in_year_clause
-from shop.states import PAID_STATUSES
+from shop.states import PAID_STATUSES, OrderStatus
 from traceability.models import Batch
 
 #: Who may read sales reports (contract: official, admin, reviewers, finance).
@@ -410,6 +411,48 @@ def find_lagging_villages(actor: User, filters: ReportFilters, limit: int = 10) 
              "products": products.get(item["village_id"], [])} for item in report.items]
 
 
+# ---------------------------------------------------------------- canteens' reserved share
+#
+# One definition of what counts toward a canteen's reserved share (财库〔2021〕19号), used for
+# one unit, for every unit at once and month by month, so the three can never disagree:
+# the goods value of the unit's paid canteen orders net of refunds (``CANTEEN_PURCHASE_FEN``),
+# in the Asia/Shanghai year of payment (``_canteen_purchase_conditions``). Unpaid and cancelled
+# orders never have a payment time, so never count.
+
+#: Who may see every unit's progress (the dashboard's audience).
+CANTEEN_OVERVIEW_ROLES = REPORT_ROLES
+
+#: What one canteen order contributes to its unit's reserved share.
+CANTEEN_PURCHASE_FEN = Order.total_fen - Order.refunded_fen
+
+
+def _canteen_purchase_conditions(year: int) -> list:
+    """Conditions on ``Order`` selecting canteen purchases that count in the Shanghai ``year``."""
+    start, end = shanghai_year_bounds(year)
+    return [Order.budget_unit_id.is_not(None), Order.channel == "canteen", Order.status.in_(_PAID),
+            Order.paid_at >= start, Order.paid_at < end]
+
+
+def _purchased_sum():
+    """SUM of ``CANTEEN_PURCHASE_FEN`` as a BIGINT, 0 over no rows."""
+    return sa.cast(sa.func.coalesce(sa.func.sum(CANTEEN_PURCHASE_FEN), 0), sa.BigInteger)
+
+
+def _share_item(unit: BudgetUnit, year: int, purchased: int) -> dict:
+    """A unit's figures for the year: the contract's fields plus the unit and what is left."""
+    target = reserved_target_fen(unit)
+    purchased = int(purchased or 0)
+    return {"year": year, "budget_unit_id": unit.id, "name": unit.name,
+            "budget_fen": int(unit.annual_canteen_budget_fen), "reserved_share": f"{unit.reserved_share:f}",
+            "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
+            "remaining_fen": max(target - purchased, 0)}
+
+
+def _with_flags(item: dict, unit: BudgetUnit) -> dict:
+    """What the pages also show: whether the unit has a quota at all, and whether its share is below 10%."""
+    return {**item, "has_quota": item["reserved_target_fen"] > 0, "below_policy_minimum": below_policy_minimum(unit)}
+
+
 def report_reserved_share(actor: User, unit_id: int, year: int) -> dict:
     """A canteen's purchases this Shanghai year against its reserved share (财库〔2021〕19号).
 
@@ -421,17 +464,120 @@ def report_reserved_share(actor: User, unit_id: int, year: int) -> dict:
     :raise Forbidden: a role that may not see budget units.
     """
     unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
-    start, end = shanghai_year_bounds(year)
     purchased = db.session.scalar(
-        sa.select(sa.cast(sa.func.coalesce(sa.func.sum(Order.total_fen - Order.refunded_fen), 0), sa.BigInteger))
-        .where(Order.budget_unit_id == unit.id, Order.channel == "canteen", Order.status.in_(_PAID),
-               Order.paid_at >= start, Order.paid_at < end))
-    target = reserved_target_fen(unit)
-    purchased = int(purchased or 0)
-    return {"year": year, "budget_unit_id": unit.id, "name": unit.name,
-            "budget_fen": int(unit.annual_canteen_budget_fen), "reserved_share": f"{unit.reserved_share:f}",
-            "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
-            "remaining_fen": max(target - purchased, 0)}
+        sa.select(_purchased_sum()).where(Order.budget_unit_id == unit.id, *_canteen_purchase_conditions(year)))
+    return _share_item(unit, year, purchased)
+
+
+def report_reserved_shares(actor: User, year: int) -> dict:
+    """Every budget unit's reserved-share progress for the year, in one statement.
+
+    Items come furthest behind first (lowest progress; on a tie, the most still to buy), units
+    without a quota last, ordered in Python so both databases agree whatever their collation; totals
+    cover the units with a quota (a unit without a canteen asks nothing and would only
+    inflate "met").
+
+    :raise Forbidden: a role without report rights.
+    """
+    if actor is None or not actor.has_role(*CANTEEN_OVERVIEW_ROLES):
+        raise Forbidden("当前角色无权查看各单位预留份额")
+    purchases = (sa.select(Order.budget_unit_id.label("budget_unit_id"), _purchased_sum().label("purchased_fen"))
+                 .where(*_canteen_purchase_conditions(year))
+                 .group_by(Order.budget_unit_id).subquery("purchases"))
+    rows = db.session.execute(
+        sa.select(BudgetUnit, sa.func.coalesce(purchases.c.purchased_fen, 0))
+        .outerjoin(purchases, purchases.c.budget_unit_id == BudgetUnit.id)
+        ).all()
+    items = [_with_flags(_share_item(unit, year, purchased), unit) for unit, purchased in rows]
+    items.sort(key=lambda item: (not item["has_quota"], item["progress"], -item["remaining_fen"], item["name"],
+                                 item["budget_unit_id"]))
+    with_quota = [item for item in items if item["has_quota"]]
+    target = sum(item["reserved_target_fen"] for item in with_quota)
+    purchased = sum(item["purchased_fen"] for item in with_quota)
+    totals = {"units": len(items), "units_with_quota": len(with_quota),
+              "units_at_target": sum(1 for item in with_quota if item["purchased_fen"] >= item["reserved_target_fen"]),
+              "units_below_policy": sum(1 for item in items if item["below_policy_minimum"]),
+              "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
+              "remaining_fen": sum(item["remaining_fen"] for item in with_quota)}
+    return {"year": year, "items": items, "totals": totals}
+
+
+def report_canteen_months(actor: User, unit_id: int, year: int) -> dict:
+    """A canteen's counted purchases per Shanghai month of the year, with the running total.
+
+    The months add up to ``report_reserved_share``'s ``purchased_fen`` (same conditions).
+
+    :raise NotFound: no such unit, or another unit's buyer asking.
+    :raise Forbidden: a role that may not see budget units.
+    """
+    unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
+    month = shanghai_month_sql(Order.paid_at, year)
+    figures = {int(number): int(fen or 0) for number, fen in db.session.execute(
+        sa.select(month, _purchased_sum())
+        .where(Order.budget_unit_id == unit.id, *_canteen_purchase_conditions(year))
+        .group_by(month))}
+    today = shanghai_today()
+    items, running = [], 0
+    for number in range(1, 13):
+        purchased = figures.get(number, 0)
+        running += purchased
+        items.append({"month": f"{year}-{number:02d}", "purchased_fen": purchased, "cumulative_fen": running,
+                      "future": (year, number) > (today.year, today.month)})
+    return {"year": year, "budget_unit_id": unit.id, "items": items, "purchased_fen": running}
+
+
+def report_canteen(actor: User, unit_id: int, year: int) -> dict:
+    """Everything a canteen's page shows: the year's reserved share (with its flags), the months,
+    and the orders still awaiting payment.
+
+    :raise NotFound: no such unit, or another unit's buyer asking.
+    :raise Forbidden: a role that may not see budget units.
+    """
+    unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
+    share = _with_flags(report_reserved_share(actor, unit_id, year), unit)
+    return {"share": share, "months": report_canteen_months(actor, unit_id, year),
+            "pending": canteen_pending(actor, unit_id)}
+
+
+def canteen_pending(actor: User, unit_id: int) -> dict:
+    """The unit's canteen orders still awaiting payment (a transfer finance has not confirmed):
+    they count once paid, in the year of payment.
+
+    :raise NotFound: no such unit, or another unit's buyer asking.
+    :raise Forbidden: a role that may not see budget units.
+    """
+    unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
+    count, total = db.session.execute(
+        sa.select(sa.func.count(Order.id), sa.cast(sa.func.coalesce(sa.func.sum(Order.total_fen), 0), sa.BigInteger))
+        .where(Order.budget_unit_id == unit.id, Order.channel == "canteen",
+               Order.status == OrderStatus.PENDING_PAYMENT.value)).one()
+    return {"orders": int(count or 0), "total_fen": int(total or 0)}
+
+
+def list_canteen_orders(actor: User, unit_id: int, year: int, *, offset: int = 0, limit: int = 50) -> dict:
+    """The unit's canteen orders placed or paid in the Shanghai year, newest first, one page of them.
+
+    Each row says how much it counts toward the reserved share (0 for unpaid, cancelled or
+    fully refunded orders) and whether this caller may open it (its buyer, finance, admins:
+    the shop's own rule for order pages).
+
+    :raise NotFound: no such unit, or another unit's buyer asking.
+    :raise Forbidden: a role that may not see budget units.
+    """
+    unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
+    start, end = shanghai_year_bounds(year)
+    counted = sa.case((sa.and_(*_canteen_purchase_conditions(year)), CANTEEN_PURCHASE_FEN), else_=0)
+    in_year = sa.or_(sa.and_(Order.created_at >= start, Order.created_at < end),
+                     sa.and_(Order.paid_at >= start, Order.paid_at < end))
+    query = sa.select(Order, counted.label("counted_fen")).where(Order.budget_unit_id == unit.id, in_year)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+    # The buyer's name is on every row: loaded with the page, not one query per row.
+    rows = db.session.execute(query.options(joinedload(Order.buyer))
+                              .order_by(Order.created_at.desc(), Order.id.desc()).offset(offset).limit(limit))
+    sees_all = actor.has_role(Role.FINANCE, Role.ADMIN)
+    items = [{"order": order, "counted_fen": int(counted_fen or 0), "buyer": order.buyer,
+              "can_open": sees_all or order.buyer_id == actor.id} for order, counted_fen in rows]
+    return {"year": year, "unit": unit, "items": items, "total": int(total or 0)}
 
 
 # ---------------------------------------------------------------- reconciliation
