@@ -72,6 +72,8 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("core.village_index", "脱贫村名录", order=80)
     navigation.register_nav("core.cooperative_index", "合作社",
                             roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
+    navigation.register_nav("reports.my_canteen", "本单位食堂", roles=(Role.CANTEEN_BUYER,), order=15)
+    navigation.register_nav("core.budget_unit_index", "预算单位", roles=(Role.ADMIN,), order=72)
 
     search.init_app(app)
     for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views, search_views):

@@ -1,17 +1,23 @@
-"""Pages of the sales reports: the officials' dashboard, the full village table, file downloads."""
-from flask import Blueprint, render_template, request, url_for
+"""Pages of the sales reports: the officials' dashboard, the full village table, file downloads,
+and each government canteen's reserved-share page with its orders."""
+import math
+
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from certification.models import CATEGORY_LABELS
 from core.auth import current_user, require_roles
+from core.budget_units import POLICY_MIN_SHARE
+from core.errors import Forbidden
 from core.http import page_params
 from core.models import Role
 from core.money import format_wan_yuan, format_yuan
 from core.navigation import register_nav
+from core.timeutil import shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
 from shop.models import CHANNEL_LABELS
 from shop.reports import services
 from shop.reports.api import file_response
-from shop.reports.schemas import ReportQuerySchema
+from shop.reports.schemas import ReportQuerySchema, YearQuerySchema
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 
@@ -20,6 +26,11 @@ register_nav("reports.dashboard", "销售报表", roles=services.REPORT_ROLES, o
 #: Lagging villages listed on the dashboard, and rows per page of the village table.
 LAGGING = 10
 TABLE_PAGE = 100
+#: Canteens shown on the dashboard before the rest fold away, and orders per page of a unit.
+CANTEENS_SHOWN = 10
+CANTEEN_ORDERS_PAGE = 50
+#: Who may open a canteen's page: its own buyers (their unit only) and the staff who oversee canteens.
+CANTEEN_PAGE_ROLES = (Role.CANTEEN_BUYER, Role.ADMIN, Role.OFFICIAL, Role.FINANCE)
 FIRST_YEAR = 2021  # the plan's first year (“十四五”)
 
 SORT_LABELS = {
@@ -45,13 +56,19 @@ def _money(fen: int) -> str:
     return format_yuan(fen) if abs(fen) < 1_000_000 else format_wan_yuan(fen)
 
 
+def _years(chosen: int) -> list[int]:
+    """The years a page offers: this Shanghai year back to the plan's first, plus ``chosen``."""
+    years = list(range(services.default_year(), FIRST_YEAR - 1, -1))
+    if chosen not in years:
+        years.append(chosen)
+    return years
+
+
 def _context(query: dict) -> dict:
     """What every report page needs: the filters, the choices, and the formatting helpers."""
     user = current_user()
     filters = query["filters"]
-    years = list(range(services.default_year(), FIRST_YEAR - 1, -1))
-    if filters.year not in years:
-        years.append(filters.year)
+    years = _years(filters.year)
     args = {key: value for key, value in (("year", filters.year), ("county", filters.county),
                                           ("township", filters.township), ("zone", filters.zone),
                                           ("channel", filters.channel), ("category", filters.category))
@@ -82,9 +99,11 @@ def dashboard():
     rollups = services.report_county_sales(user, filters)
     trend = services.report_monthly_sales(user, filters)
     lagging = services.find_lagging_villages(user, filters, limit=LAGGING)
+    canteens = services.report_reserved_shares(user, filters.year)
     peak = max((month["sales_fen"] for month in trend["items"]), default=0)
     return render_template("reports/dashboard.html", totals=overview.totals, rollups=rollups, trend=trend,
-                           trend_peak=peak, lagging=lagging, **_context(query))
+                           trend_peak=peak, lagging=lagging, canteens=canteens, canteens_shown=CANTEENS_SHOWN,
+                           can_open_canteens=user.has_role(*CANTEEN_PAGE_ROLES), **_context(query))
 
 
 @bp.get("/villages")
@@ -106,6 +125,61 @@ def download(extension: str):
     query = _query()
     report = services.report_village_sales(current_user(), query["filters"], sort=query["sort"])
     return file_response(report, extension)
+
+
+# ---------------------------------------------------------------- government canteens
+
+def _pace(share: dict) -> dict | None:
+    """What the rest of this year asks each month (the current year only, target not yet met)."""
+    today = shanghai_today()
+    if share["year"] != today.year or not share["has_quota"] or share["remaining_fen"] <= 0:
+        return None
+    months_left = 12 - today.month + 1  # this month still counts
+    return {"months_left": months_left, "per_month_fen": math.ceil(share["remaining_fen"] / months_left)}
+
+
+def _canteen_context(year: int) -> dict:
+    """What both canteen pages need: the year choices and the formatting helpers."""
+    return {"years": _years(year), "percent": _percent, "bar": _bar, "money": _money,
+            "current_year": services.default_year(), "policy_min_share": POLICY_MIN_SHARE}
+
+
+@bp.get("/canteen")
+@require_roles(Role.CANTEEN_BUYER)
+def my_canteen():
+    """A canteen buyer's own unit (the header link "本单位食堂")."""
+    user = current_user()
+    if user.budget_unit_id is None:
+        raise Forbidden("该采购员账号未关联预算单位，请联系管理员", code="no_budget_unit")
+    year = request.args.get("year")
+    return redirect(url_for("reports.canteen", unit_id=user.budget_unit_id, **({"year": year} if year else {})))
+
+
+@bp.get("/canteens/<int:unit_id>")
+@require_roles(*CANTEEN_PAGE_ROLES)
+def canteen(unit_id: int):
+    """A canteen's reserved share for the year: budget, share, target, purchases, progress, months."""
+    user = current_user()
+    year = YearQuerySchema().load_args(request.args)["year"]
+    canteen = services.report_canteen(user, unit_id, year)
+    share, months = canteen["share"], canteen["months"]
+    peak = max((month["purchased_fen"] for month in months["items"]), default=0)
+    return render_template("canteen/unit.html", share=share, months=months, month_peak=peak,
+                           pending=canteen["pending"], pace=_pace(share), is_own_unit=user.budget_unit_id == unit_id,
+                           can_edit=user.has_role(Role.ADMIN), **_canteen_context(year))
+
+
+@bp.get("/canteens/<int:unit_id>/orders")
+@require_roles(*CANTEEN_PAGE_ROLES)
+def canteen_orders(unit_id: int):
+    """The unit's orders placed or paid in the year, with what each counts toward the share."""
+    user = current_user()
+    year = YearQuerySchema().load_args(request.args)["year"]
+    page = page_params(max_per_page=CANTEEN_ORDERS_PAGE, default_per_page=CANTEEN_ORDERS_PAGE)
+    listing = services.list_canteen_orders(user, unit_id, year, offset=page.offset, limit=page.size)
+    pages = max(1, -(-listing["total"] // page.size))
+    return render_template("canteen/orders.html", listing=listing, page=page, pages=pages,
+                           **_canteen_context(year))
 
 
 def report_url(endpoint: str, args: dict, **changes) -> str:
