@@ -56,7 +56,7 @@ def uploaded_file(field: str = "file"):
     except RequestEntityTooLarge:
         raise ValidationFailed("文件过大", code="file_too_large", fields={field: ["文件过大"]}) from None
     if upload is None or not upload.filename:
-        raise ValidationFailed("请以 multipart/form-data 上传文件（字段名 file）", code="invalid_image",
+        raise ValidationFailed("请以 multipart/form-data 上传文件（字段名 file）", code="file_required",
                                fields={field: ["必填"]})
     return upload.stream
 
@@ -160,6 +160,6 @@ def revoke(certification_id: int):
 @bp.post("/certifications/<int:certification_id>/evidence/<int:evidence_id>/file")
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def attach_evidence_file(certification_id: int, evidence_id: int):
-    """Attach the scan of an evidence document (an image) before the county decides."""
+    """Attach the scan of an evidence document (an image or a PDF) before the county decides."""
     application = services.attach_evidence_file(current_user(), certification_id, evidence_id, uploaded_file())
     return jsonify(certification_body(application))

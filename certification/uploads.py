@@ -7,7 +7,8 @@ then re-encoded as a fresh JPEG without EXIF/ICC/text chunks under a random name
 fails any step is refused with 422 and leaves nothing behind.
 
 Evidence may also be a PDF (certificates and test reports usually are). Its kind is decided
-by its first bytes, never by the client's name or content type. pypdf opens it; encrypted,
+by its first bytes, never by the client's name or content type. pypdf opens it (an owner-password
+lock that viewers open without asking is opened the same way); password-protected,
 unparsable, empty or over-long documents are refused; the pages alone are copied into a new
 document (no catalogue: no OpenAction, document JavaScript, forms, attachments, outlines or
 metadata), each page reduced to the keys needed to draw it (no annotations, no page actions),
@@ -193,7 +194,7 @@ def process_evidence(data: bytes, field: str = "file") -> ProcessedImage | Proce
 def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
     """Open a PDF for real and return its pages re-written into a new, inert document.
 
-    :raise ValidationFailed: not a PDF, encrypted, unparsable, no pages or more than
+    :raise ValidationFailed: not a PDF, needs a password to open, unparsable, no pages or more than
         ``EVIDENCE_MAX_PDF_PAGES``, or something active survived the copy.
     """
     max_pages = max_pdf_pages()
@@ -202,7 +203,10 @@ def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
     encrypted = "PDF 已加密或设有密码，请上传未加密的文件（可另存为不加密的 PDF，或上传图片）"
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
+        # Issued certificates are often "encrypted" with an owner password only (no printing or
+        # editing), which every viewer opens without asking: open it the same way and store an
+        # unencrypted copy. A file that needs a password to open is refused.
+        if reader.is_encrypted and not reader.decrypt(""):
             _refuse(encrypted, field, "encrypted_pdf")
         pages = reader.pages
         count = len(pages)

@@ -193,6 +193,14 @@ def test_pdf_is_recognised_by_content_whatever_name_and_type_the_client_claims(c
     assert db.session.get(Evidence, application.evidence[0].id).filename.endswith(".jpg")
 
 
+def test_certificate_locked_by_an_owner_password_only_is_accepted_and_stored_unencrypted(client, make, app):
+    application = submitted(make)
+    response = _attach(client, make, application, pdf_bytes(2, encrypt=""))
+    assert response.status_code == 200, response.json
+    stored = PdfReader(io.BytesIO(_stored(app, db.session.get(Evidence, application.evidence[0].id).filename)))
+    assert not stored.is_encrypted and len(stored.pages) == 2
+
+
 def test_handwritten_pdf_from_another_producer_is_accepted(client, make, app):
     application = submitted(make)
     response = _attach(client, make, application, handwritten_pdf())
@@ -257,7 +265,6 @@ def _truncated() -> bytes:
 
 
 REFUSED = [
-    pytest.param(lambda: pdf_bytes(1, encrypt=""), "encrypted_pdf", id="encrypted-owner-password-only"),
     pytest.param(lambda: pdf_bytes(1, encrypt="secret"), "encrypted_pdf", id="encrypted-user-password"),
     pytest.param(aes256_encrypted_pdf, "encrypted_pdf", id="encrypted-aes-256"),
     pytest.param(lambda: b"%PDF-1.7\nthis is not a document at all\n", "invalid_pdf", id="garbage-after-header"),
