@@ -1,14 +1,15 @@
-"""Kernel JSON API: auth, me, villages, cooperatives (``/api/v1``)."""
+"""Kernel JSON API: auth, me, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
 import sqlalchemy as sa
 from flask import Blueprint, jsonify, request
 
-from core import budget_units, cooperatives, users, villages
+from core import budget_units, cooperatives, users, village_targets, villages
 from core.auth import current_user, issue_token, require_login, require_roles
 from core.extensions import db
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
 from core.ratelimit import rate_limited
-from core.schemas import BudgetUnitSchema, CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema, VillageSchema
+from core.schemas import (BudgetUnitSchema, CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema,
+                          VillageSchema, VillageTargetOutSchema)
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
 
@@ -54,6 +55,32 @@ def list_villages():
 def get_village(village_id: int):
     """Return one village."""
     return jsonify(VillageSchema().dump(villages.get_village(village_id)))
+
+
+@bp.get("/villages/<int:village_id>/sales-targets")
+def list_village_targets(village_id: int):
+    """A village's default yearly target and the years given a target of their own."""
+    village, overrides = village_targets.targets_of(village_id)
+    return jsonify({"village_id": village.id, "default_target_fen": village.sales_target_fen,
+                    "items": VillageTargetOutSchema(many=True, only=("year", "target_fen")).dump(overrides)})
+
+
+@bp.put("/villages/<int:village_id>/sales-targets/<int:year>")
+@require_roles(*village_targets.TARGET_SETTERS)
+def set_village_target(village_id: int, year: int):
+    """Set a village's sales target for one year: ``{"target_fen", "reason"?}``."""
+    change = village_targets.set_target(current_user(), village_id, year, json_body())
+    return jsonify(VillageTargetOutSchema().dump(
+        {"village_id": change.village.id, "year": year, "target_fen": change.after_fen, "overridden": True}))
+
+
+@bp.delete("/villages/<int:village_id>/sales-targets/<int:year>")
+@require_roles(*village_targets.TARGET_SETTERS)
+def clear_village_target(village_id: int, year: int):
+    """Return a village to its default target for one year."""
+    change = village_targets.clear_target(current_user(), village_id, year, request.args.get("reason", ""))
+    return jsonify(VillageTargetOutSchema().dump(
+        {"village_id": change.village.id, "year": year, "target_fen": change.after_fen, "overridden": False}))
 
 
 @bp.post("/cooperatives")

@@ -74,6 +74,7 @@ def register_blueprints(app: Flask) -> None:
                             roles=(Role.ADMIN, Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER), order=70)
     navigation.register_nav("reports.my_canteen", "本单位食堂", roles=(Role.CANTEEN_BUYER,), order=15)
     navigation.register_nav("core.budget_unit_index", "预算单位", roles=(Role.ADMIN,), order=72)
+    navigation.register_nav("core.village_targets_import", "销售目标", roles=(Role.ADMIN, Role.OFFICIAL), order=85)
 
     search.init_app(app)
     for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views, search_views):

@@ -1,4 +1,4 @@
-"""Command line: ``flask --app wsgi setup | demo | users create | audit verify``."""
+"""Command line: ``flask --app wsgi setup | demo | users create | audit verify | targets export|import``."""
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -71,3 +71,39 @@ def register(app: Flask) -> None:
         raise SystemExit(1)
 
     app.cli.add_command(audit_group)
+
+    targets_group = AppGroup("targets", help="Villages' yearly sales targets (CSV as on the 销售目标 page).")
+
+    @targets_group.command("export")
+    @click.option("--year", type=int, required=True)
+    @click.option("--county", default=None)
+    @click.argument("output", type=click.File("w", encoding="utf-8", lazy=True), default="-")
+    def targets_export(year, county, output):
+        """Write every village (of a county) with its target for YEAR as CSV, to fill in."""
+        from core.village_targets import export_csv
+
+        try:
+            output.write(export_csv(year, county))
+        except AppError as exc:
+            raise click.ClickException(exc.message) from None
+
+    @targets_group.command("import")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False))
+    @click.option("--reason", default="", help="recorded on the audit trail with every change")
+    def targets_import(path, reason):
+        """Set targets from a filled-in CSV, all or nothing (exit 1 and change nothing on any error)."""
+        from pathlib import Path as _Path
+
+        from core.village_targets import import_csv
+
+        try:
+            report = import_csv(None, _Path(path).read_bytes(), reason=reason)
+        except AppError as exc:
+            raise click.ClickException(exc.message) from None
+        if not report.ok:
+            for error in report.errors:
+                click.echo(error, err=True)
+            raise SystemExit(1)
+        click.echo(f"已导入 {report.rows} 行：{report.changed} 个村的目标有变化，{report.unchanged} 个未变。")
+
+    app.cli.add_command(targets_group)

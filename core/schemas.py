@@ -56,6 +56,28 @@ class VillageSchema(Schema):
         return village.target_for(shanghai_today().year)
 
 
+#: ¥1 亿 a year for one village: far above any plausible target, far inside BIGINT.
+MAX_TARGET_FEN = 10_000_000_000
+
+
+class VillageTargetSchema(Schema):
+    """A village's sales target for one year: ``{"target_fen": 20000000, "reason": "..."}``."""
+
+    target_fen = fields.Integer(required=True, strict=True,
+                                validate=validate.Range(min=0, max=MAX_TARGET_FEN, error="须在 0 到 1 亿元之间"),
+                                error_messages={"required": "必填", "invalid": "必须是整数（分）"})
+    reason = fields.String(load_default="", validate=validate.Length(max=500, error="原因过长"))
+
+
+class VillageTargetOutSchema(Schema):
+    """One year's target as the API answers it."""
+
+    village_id = fields.Integer()
+    year = fields.Integer()
+    target_fen = fields.Integer()
+    overridden = fields.Boolean()
+
+
 class VillageQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # page/per_page and future parameters are not filters

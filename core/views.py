@@ -1,14 +1,15 @@
-"""Kernel HTML pages: home, sign-in, registration, the village registry by county, cooperatives
-and the administrators' budget units (预算单位)."""
-import re
+"""Kernel HTML pages: home, sign-in, registration, the village registry by county and the
+villages' sales targets, cooperatives and the administrators' budget units (预算单位)."""
+from urllib.parse import quote
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
-from core import budget_units, cooperatives, users, villages
+from core import budget_units, cooperatives, users, village_targets, villages
 from core.auth import current_user, login_session, require_roles
 from core.extensions import db
 from core.models import Role, Village
+from core.money import format_yuan, parse_yuan
 from core.errors import AppError
 from core.ratelimit import rate_limited
 from core.timeutil import shanghai_today
@@ -87,14 +88,107 @@ def village_index():
     return render_template("villages/index.html", counties=COUNTIES)
 
 
+def _year_arg(name: str = "year") -> int:
+    """A year from the query or form, this Shanghai year when absent or out of range."""
+    value = request.values.get(name, "")
+    year = int(value) if value.isdigit() else 0
+    return year if village_targets.FIRST_YEAR <= year <= village_targets.LAST_YEAR else shanghai_today().year
+
+
+def _may_set_targets() -> bool:
+    user = current_user()
+    return bool(user and user.has_role(*village_targets.TARGET_SETTERS))
+
+
 @bp.get("/villages/<county>")
 def county_villages(county: str):
-    """A county's townships and villages with their zones."""
+    """A county's townships and villages with their zones and their sales targets for a year."""
     if county not in COUNTIES:
         abort(404)
     grouped = villages.townships_of(county)
-    return render_template("villages/county.html", county=county, townships=grouped,
+    year = _year_arg()
+    targets = village_targets.targets_by_village(year, [v.id for group in grouped.values() for v in group])
+    return render_template("villages/county.html", county=county, townships=grouped, year=year, targets=targets,
+                           may_set_targets=_may_set_targets(),
                            zone_labels=ZONE_LABELS, total=sum(len(v) for v in grouped.values()))
+
+
+# ---------------------------------------------------------------- villages' sales targets (officials)
+
+@bp.route("/villages/<int:village_id>/targets", methods=["GET", "POST"])
+@require_roles(*village_targets.TARGET_SETTERS)
+def village_targets_page(village_id: int):
+    """One village's yearly targets: set a year's target, go back to the default, see the history."""
+    village, overrides = village_targets.targets_of(village_id)
+    errors: dict = {}
+    form = request.form if request.method == "POST" else {"year": str(_year_arg())}
+    if request.method == "POST":
+        year_text = request.form.get("year", "").strip()
+        fen = parse_yuan(request.form.get("target_yuan", ""))
+        if not year_text.isdigit():
+            errors["year"] = ["请填写年度"]
+        if fen is None:
+            errors["target_fen"] = ["请填写金额（元，最多两位小数）"]
+        if not errors:
+            try:
+                change = village_targets.set_target(current_user(), village.id, int(year_text),
+                                                    {"target_fen": fen, "reason": request.form.get("reason", "")})
+            except AppError as exc:
+                errors = exc.fields or {"_": [exc.message]}
+            else:
+                flash(f"{change.year} 年目标已设为 {format_yuan(change.after_fen)}" if change.written
+                      else f"{change.year} 年目标未变")
+                return redirect(url_for("core.village_targets_page", village_id=village.id))
+    return render_template("villages/targets.html", village=village, overrides=overrides, errors=errors, form=form,
+                           history=village_targets.target_history(village.id),
+                           this_year=shanghai_today().year), (422 if errors else 200)
+
+
+@bp.post("/villages/<int:village_id>/targets/<int:year>/clear")
+@require_roles(*village_targets.TARGET_SETTERS)
+def village_target_clear(village_id: int, year: int):
+    """Return one year to the default target."""
+    change = village_targets.clear_target(current_user(), village_id, year, request.form.get("reason", ""))
+    flash(f"{year} 年已恢复默认目标 {format_yuan(change.after_fen)}")
+    return redirect(url_for("core.village_targets_page", village_id=village_id))
+
+
+@bp.route("/village-targets", methods=["GET", "POST"])
+@require_roles(*village_targets.TARGET_SETTERS)
+def village_targets_import():
+    """Set many villages' targets at once: download the spreadsheet, fill it in, upload it back."""
+    report = None
+    status = 200
+    if request.method == "POST":
+        upload = request.files.get("file")
+        if upload is None or not upload.filename:
+            report = village_targets.ImportReport(errors=["请选择要上传的 CSV 文件"])
+        else:
+            try:
+                report = village_targets.import_csv(current_user(), upload.stream.read(
+                    village_targets.MAX_IMPORT_BYTES + 1), reason=request.form.get("reason", ""))
+            except AppError as exc:
+                report = village_targets.ImportReport(errors=[exc.message])
+        if report.ok:
+            flash(f"已导入 {report.rows} 行：{report.changed} 个村的目标有变化，{report.unchanged} 个未变")
+            return redirect(url_for("core.village_targets_import", year=_year_arg()))
+        status = 422
+    return render_template("villages/targets_import.html", report=report, year=_year_arg(), counties=COUNTIES,
+                           county=request.args.get("county", "")), status
+
+
+@bp.get("/village-targets.csv")
+@require_roles(*village_targets.TARGET_SETTERS)
+def village_targets_csv():
+    """Every village (of a county) with its target for a year, to fill in and import back."""
+    county = request.args.get("county") or None
+    if county is not None and county not in COUNTIES:
+        abort(404)
+    year = _year_arg()
+    body = village_targets.export_csv(year, county)
+    name = quote(f"销售目标_{year}_{county or '全州'}.csv")
+    return Response(body.encode("utf-8"), mimetype="text/csv",
+                    headers={"Content-Disposition": f"attachment; filename=targets_{year}.csv; filename*=UTF-8''{name}"})
 
 
 @bp.get("/cooperatives")
@@ -142,24 +236,6 @@ def cooperative_detail(cooperative_id: int):
 
 bp.add_app_template_filter(budget_units.share_percent, "share_percent")
 
-#: A yuan amount as people type it: digits, at most two decimals (separators and ¥/元 are dropped).
-_YUAN = re.compile(r"^(-?)(\d{1,16})(?:\.(\d{1,2}))?$")
-
-
-def _yuan_to_fen(text: str) -> int | None:
-    """Parse a yuan amount typed on a form ("1,200,000.5") into integer fen; None if it is not one.
-
-    A leading minus is kept so the schema answers "不能为负数" rather than "not a number".
-    """
-    cleaned = re.sub(r"[\s,，¥￥元]", "", text or "")
-    match = _YUAN.match(cleaned)
-    if not match:
-        return None
-    sign, whole, cents = match.groups()
-    fen = int(whole) * 100 + int((cents or "").ljust(2, "0"))
-    return -fen if sign else fen
-
-
 def _fen_to_yuan_text(fen: int) -> str:
     """Fen as a plain yuan figure for a form field (120000000 → "1200000.00"), no separators."""
     yuan, cents = divmod(int(fen), 100)
@@ -172,7 +248,7 @@ def _budget_unit_form() -> tuple[dict, dict]:
     data = {"name": form.get("name", "").strip(), "reserved_share": form.get("reserved_share", "").strip()}
     if form.get("reason", "").strip():
         data["reason"] = form["reason"].strip()
-    fen = _yuan_to_fen(form.get("annual_canteen_budget_yuan", ""))
+    fen = parse_yuan(form.get("annual_canteen_budget_yuan", ""))
     if fen is None:
         # Not sent to the service; the other fields are still checked so every error shows at once.
         errors = {**budget_units.input_errors(data, partial=True),
