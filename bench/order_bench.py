@@ -251,7 +251,7 @@ def main() -> None:
     total_stock = args.stock * args.products
     print(f"buyers: {args.processes} processes × {args.threads} threads on {args.products} hot products "
           f"({args.stock} units each, 3 batches); products_changed receivers "
-          + ("disconnected" if args.no_receivers else "connected (search reindexes after each order)"))
+          + ("disconnected" if args.no_receivers else "connected (search reindexes a product when an order sells it out)"))
     print(f"orders placed: {len(latencies)} in {elapsed:.1f} s = {len(latencies) / elapsed:.1f} orders/s; "
           f"attempts {len(latencies) + refused} ({(len(latencies) + refused) / elapsed:.1f}/s), 409 refused {refused}")
     print(f"latency of a placement (ms): p50 {quantiles[49]:.1f}  p95 {quantiles[94]:.1f}  "
