@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from core.extensions import db
 from core.identifiers import credit_code_check_char
-from core.models import BudgetUnit, Cooperative, Role, User, Village
+from core.budget_units import create_budget_unit
+from core.models import Cooperative, Role, User, Village
 
 DEMO_PASSWORD = "xiangban2025"
 
@@ -65,9 +66,9 @@ def load_demo() -> list[str]:
         db.session.add(cooperative)
         cooperatives.append(cooperative)
     name, budget, share = DEMO_BUDGET_UNIT
-    unit = BudgetUnit(name=name, annual_canteen_budget_fen=budget, reserved_share=share)
-    db.session.add(unit)
-    db.session.flush()
+    # Through the service, as an administrator would: validated and on the audit trail.
+    unit = create_budget_unit(None, {"name": name, "annual_canteen_budget_fen": budget, "reserved_share": share,
+                                     "reason": "演示数据"})
     for email, role, display_name, scope in DEMO_ACCOUNTS:
         user = User(email=email, role=role.value, display_name=display_name,
                     county=scope.get("county"),

@@ -48,5 +48,9 @@ def test_demo_creates_one_account_per_role_and_runs_once(runner):
     assert first.exit_code == 0, first.output
     roles = set(db.session.scalars(sa.select(User.role)))
     assert roles == {role.value for role in Role}
+    from core.audit import AuditEvent, verify_chain
+
+    assert db.session.scalar(sa.select(AuditEvent.action).where(AuditEvent.subject_type == "budget_unit")) == "create"
+    assert verify_chain().ok
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0 and "已存在" in second.output
