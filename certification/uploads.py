@@ -25,7 +25,7 @@ from pathlib import Path
 from flask import current_app
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pypdf import PdfReader, PdfWriter
-from pypdf.errors import DependencyError, FileNotDecryptedError
+from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
 
 from core.errors import ValidationFailed
@@ -40,6 +40,8 @@ JPEG_QUALITY = 85
 
 PDF_MAGIC = b"%PDF-"
 DEFAULT_MAX_PDF_PAGES = 20
+# Decompressed drawing instructions of a whole evidence PDF: text pages are kilobytes each.
+MAX_PDF_INFLATED_BYTES = 50 * 1024 * 1024
 # What a viewer needs to draw a page. Everything else on a page goes: /Annots (links, form
 # widgets, attached files), /AA (actions on open/close), thumbnails, structure, beads, and any
 # private key that could drag other objects (even the original catalogue) into the copy.
@@ -215,7 +217,13 @@ def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
         if count > max_pages:
             _refuse(f"PDF 页数过多（{count} 页，上限 {max_pages} 页）", field, "too_many_pages")
         writer = PdfWriter()
+        inflated = 0
         for page in pages:
+            # Streams are copied compressed; what a reviewer's viewer must inflate is bounded here
+            # (a 1 MB file can declare a page that inflates to gigabytes).
+            inflated += _inflated_size(page)
+            if inflated > MAX_PDF_INFLATED_BYTES:
+                _refuse("PDF 内容解压后过大，无法接收", field, "pdf_too_large")
             _keep_only(page, PDF_PAGE_KEYS)
             resources = page.get("/Resources")
             if resources is not None and isinstance(resources.get_object(), DictionaryObject):
@@ -231,13 +239,35 @@ def process_pdf(data: bytes, field: str = "file") -> ProcessedPdf:
     except ValidationFailed:
         raise
     except (DependencyError, FileNotDecryptedError):
-        # pypdf needs a crypto library for AES files it could not even open: encrypted either way.
         _refuse(encrypted, field, "encrypted_pdf")
+    except LimitReachedError:
+        _refuse("PDF 内容解压后过大，无法接收", field, "pdf_too_large")
     except RecursionError:
         _refuse("PDF 结构过于复杂，无法读取", field, "invalid_pdf")
     except Exception:  # noqa: BLE001 - a parser of untrusted bytes fails in many ways, each one a refusal
         _refuse("文件不是有效的 PDF，无法读取", field, "invalid_pdf")
     return ProcessedPdf(rewritten, count, hashlib.sha256(rewritten).hexdigest())
+
+
+def _inflated_size(page) -> int:
+    """Bytes of a page's drawing instructions once decompressed: its content streams and its
+    form XObjects (pypdf also stops any single stream at its own limit, ``LimitReachedError``).
+
+    Images are left out on purpose: a scanned page is legitimately tens of MB of pixels, and
+    viewers bound image decoding themselves.
+    """
+    size = 0
+    contents = page.get_contents()
+    if contents is not None:
+        size += len(contents.get_data())
+    resources = page.get("/Resources")
+    xobjects = resources.get_object().get("/XObject") if resources is not None else None
+    if xobjects is not None:
+        for reference in xobjects.get_object().values():
+            stream = reference.get_object()
+            if stream.get("/Subtype") == "/Form" and hasattr(stream, "get_data"):
+                size += len(stream.get_data())
+    return size
 
 
 def _keep_only(dictionary: DictionaryObject, keys: frozenset) -> None:

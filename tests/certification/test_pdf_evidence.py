@@ -27,7 +27,8 @@ def _written(writer: PdfWriter) -> bytes:
     return out.getvalue()
 
 
-def pdf_bytes(pages: int = 1, *, encrypt: str | None = None, author: str | None = None) -> bytes:
+def pdf_bytes(pages: int = 1, *, encrypt: str | None = None, author: str | None = None,
+              algorithm: str = "RC4-128") -> bytes:
     """A real PDF of ``pages`` blank A4 pages, optionally with an author or encrypted (``encrypt``
     is the user password)."""
     writer = PdfWriter()
@@ -37,7 +38,7 @@ def pdf_bytes(pages: int = 1, *, encrypt: str | None = None, author: str | None 
         writer.add_metadata({"/Author": author})
     if encrypt is not None:
         # An empty user password is the common "owner password only" certificate: opens without asking.
-        writer.encrypt(user_password=encrypt, owner_password="owner-secret", algorithm="RC4-128")
+        writer.encrypt(user_password=encrypt, owner_password="owner-secret", algorithm=algorithm)
     return _written(writer)
 
 
@@ -109,7 +110,8 @@ def handwritten_pdf(trailer_extra: bytes = b"") -> bytes:
 
 
 def aes256_encrypted_pdf() -> bytes:
-    """A hand-written PDF declaring AES-256 encryption (pypdf here has no AES library to write one)."""
+    """A hand-written PDF declaring AES-256 encryption whose keys no password opens (not even the
+    empty one): it needs a password, so it is refused."""
     return handwritten_pdf(
         b"/Encrypt << /Filter /Standard /V 5 /R 6 /Length 256 /P -4 /StmF /StdCF /StrF /StdCF"
         b" /CF << /StdCF << /CFM /AESV3 /AuthEvent /DocOpen /Length 32 >> >>"
@@ -193,9 +195,11 @@ def test_pdf_is_recognised_by_content_whatever_name_and_type_the_client_claims(c
     assert db.session.get(Evidence, application.evidence[0].id).filename.endswith(".jpg")
 
 
-def test_certificate_locked_by_an_owner_password_only_is_accepted_and_stored_unencrypted(client, make, app):
+@pytest.mark.parametrize("algorithm", ["RC4-128", "AES-128", "AES-256"])
+def test_certificate_locked_by_an_owner_password_only_is_accepted_and_stored_unencrypted(client, make, app,
+                                                                                         algorithm):
     application = submitted(make)
-    response = _attach(client, make, application, pdf_bytes(2, encrypt=""))
+    response = _attach(client, make, application, pdf_bytes(2, encrypt="", algorithm=algorithm))
     assert response.status_code == 200, response.json
     stored = PdfReader(io.BytesIO(_stored(app, db.session.get(Evidence, application.evidence[0].id).filename)))
     assert not stored.is_encrypted and len(stored.pages) == 2
@@ -266,7 +270,9 @@ def _truncated() -> bytes:
 
 REFUSED = [
     pytest.param(lambda: pdf_bytes(1, encrypt="secret"), "encrypted_pdf", id="encrypted-user-password"),
-    pytest.param(aes256_encrypted_pdf, "encrypted_pdf", id="encrypted-aes-256"),
+    pytest.param(lambda: pdf_bytes(1, encrypt="secret", algorithm="AES-256"), "encrypted_pdf",
+                 id="encrypted-aes-256-user-password"),
+    pytest.param(aes256_encrypted_pdf, "encrypted_pdf", id="encrypted-aes-256-unopenable"),
     pytest.param(lambda: b"%PDF-1.7\nthis is not a document at all\n", "invalid_pdf", id="garbage-after-header"),
     pytest.param(_truncated, "invalid_pdf", id="truncated"),
     pytest.param(lambda: _written(PdfWriter()), "invalid_pdf", id="zero-pages"),
@@ -372,3 +378,24 @@ def test_a_stored_pdf_is_never_served_as_a_product_photo(client, make):
     name = db.session.get(Evidence, application.evidence[0].id).filename
     admin = make.user(Role.ADMIN)
     assert client.get(f"/media/products/{name}", headers=make.headers(admin)).status_code == 404
+
+
+def test_a_page_whose_drawing_inflates_past_the_limit_is_refused(client, make, app, new_evidence_files):
+    """A 60 kB file whose page content stream inflates to 55 MB (a decompression bomb for viewers)."""
+    import zlib
+
+    from pypdf.generic import StreamObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(595, 842)
+    stream = StreamObject()
+    stream._data = zlib.compress(b" " * (55 * 1024 * 1024), 9)
+    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    bomb = _written(writer)
+    assert len(bomb) < 200_000
+    application = submitted(make)
+    response = _attach(client, make, application, bomb)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "pdf_too_large"
+    assert new_evidence_files() == []
