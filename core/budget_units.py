@@ -65,6 +65,8 @@ def _load(data: dict, *, partial: bool) -> tuple[dict, str]:
     :raise ValidationFailed: invalid fields (422), all reported together.
     """
     data = dict(data)
+    if isinstance(data.get("name"), str):
+        data["name"] = data["name"].strip()  # " 乙单位 " is 乙单位, on the API as on the form
     reason = data.pop("reason", None)
     errors: dict = {}
     if reason is not None and (not isinstance(reason, str) or len(reason) > MAX_REASON):

@@ -29,6 +29,9 @@ class Page:
         return (self.number - 1) * self.size
 
 
+MAX_PAGE = 1_000_000
+
+
 def page_params(max_per_page: int = 500, default_per_page: int = 50) -> Page:
     """Parse ``?page=&per_page=`` with the contract's bounds.
 
@@ -36,7 +39,8 @@ def page_params(max_per_page: int = 500, default_per_page: int = 50) -> Page:
     """
     errors = {}
     values = {}
-    for name, default, upper in (("page", 1, None), ("per_page", default_per_page, max_per_page)):
+    # A page number past a million is never a real request, and its offset would overflow the database.
+    for name, default, upper in (("page", 1, MAX_PAGE), ("per_page", default_per_page, max_per_page)):
         raw = request.args.get(name)
         if raw is None or raw == "":
             values[name] = default
@@ -46,8 +50,8 @@ def page_params(max_per_page: int = 500, default_per_page: int = 50) -> Page:
         except ValueError:
             errors[name] = ["必须是整数"]
             continue
-        if value < 1 or (upper is not None and value > upper):
-            errors[name] = [f"必须在 1 到 {upper} 之间" if upper else "必须大于等于 1"]
+        if value < 1 or value > upper:
+            errors[name] = [f"必须在 1 到 {upper} 之间"]
             continue
         values[name] = value
     if errors:

@@ -90,8 +90,7 @@ def village_index():
 
 def _year_arg(name: str = "year") -> int:
     """A year from the query or form, this Shanghai year when absent or out of range."""
-    value = request.values.get(name, "")
-    year = int(value) if value.isdigit() else 0
+    year = village_targets.whole_number(request.values.get(name)) or 0
     return year if village_targets.FIRST_YEAR <= year <= village_targets.LAST_YEAR else shanghai_today().year
 
 
@@ -123,15 +122,15 @@ def village_targets_page(village_id: int):
     errors: dict = {}
     form = request.form if request.method == "POST" else {"year": str(_year_arg())}
     if request.method == "POST":
-        year_text = request.form.get("year", "").strip()
+        year = village_targets.whole_number(request.form.get("year"))
         fen = parse_yuan(request.form.get("target_yuan", ""))
-        if not year_text.isdigit():
+        if year is None:
             errors["year"] = ["请填写年度"]
         if fen is None:
             errors["target_fen"] = ["请填写金额（元，最多两位小数）"]
         if not errors:
             try:
-                change = village_targets.set_target(current_user(), village.id, int(year_text),
+                change = village_targets.set_target(current_user(), village.id, year,
                                                     {"target_fen": fen, "reason": request.form.get("reason", "")})
             except AppError as exc:
                 errors = exc.fields or {"_": [exc.message]}

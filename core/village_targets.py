@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from core.audit import history_of, record_event
-from core.errors import Forbidden, NotFound, ValidationFailed
+from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.money import parse_yuan
 from core.models import Role, User, Village, VillageSalesTarget
@@ -35,6 +36,12 @@ MAX_REASON = 500
 CSV_HEADER = ("村ID", "县市", "乡镇", "村", "分区", "年度", "销售目标（元）")
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 MAX_IMPORT_ERRORS = 50
+
+def whole_number(text: str | None) -> int | None:
+    """A non-negative whole number written in ASCII digits, else None ("²".isdigit() is True)."""
+    text = (text or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
 
 def _check_year(year: int) -> None:
     if not FIRST_YEAR <= year <= LAST_YEAR:
@@ -65,13 +72,16 @@ class TargetChange:
     written: bool
 
 
+_UNKNOWN = object()
+
+
 def _apply(actor: User | None, village: Village, year: int, target_fen: int | None, reason: str,
-           source: str) -> TargetChange:
+           source: str, known=_UNKNOWN) -> TargetChange:
     """Set (``target_fen``) or clear (None) one override in the open transaction, audited.
 
     Setting the value already set, or clearing what is not set, writes nothing.
     """
-    override = _override(village.id, year)
+    override = _override(village.id, year) if known is _UNKNOWN else known
     before = override.target_fen if override is not None else village.sales_target_fen
     if target_fen is None:
         if override is None:
@@ -79,7 +89,9 @@ def _apply(actor: User | None, village: Village, year: int, target_fen: int | No
         db.session.delete(override)
         after, action = village.sales_target_fen, "sales_target_cleared"
     else:
-        if override is not None and override.target_fen == target_fen:
+        if before == target_fen:
+            # Already in force (set, or the default with nothing set): an untouched spreadsheet
+            # row pins nothing and says nothing on the audit trail.
             return TargetChange(village, year, before, before, False)
         if override is None:
             db.session.add(VillageSalesTarget(village_id=village.id, year=year, target_fen=target_fen))
@@ -106,8 +118,17 @@ def set_target(actor: User, village_id: int, year: int, data: dict) -> TargetCha
     except ValidationError as exc:
         raise ValidationFailed(fields=exc.messages) from None
     change = _apply(actor, _village(village_id), year, fields_["target_fen"], fields_["reason"].strip(), "single")
-    db.session.commit()
+    _commit_or_conflict()
     return change
+
+
+def _commit_or_conflict() -> None:
+    """Commit; two people setting the same village and year at once: the second is told to retry."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("该村该年度的目标刚被他人修改，请刷新后重试", code="target_changed") from None
 
 
 def clear_target(actor: User, village_id: int, year: int, reason: str = "") -> TargetChange:
@@ -121,7 +142,7 @@ def clear_target(actor: User, village_id: int, year: int, reason: str = "") -> T
     if _override(village_id, year) is None:
         raise NotFound("该村该年度没有单独设定的目标")
     change = _apply(actor, village, year, None, (reason or "").strip()[:MAX_REASON], "single")
-    db.session.commit()
+    _commit_or_conflict()
     return change
 
 
@@ -219,7 +240,10 @@ def import_csv(actor: User | None, data: bytes, *, reason: str = "") -> ImportRe
     _ensure_setter(actor)
     if len(data) > MAX_IMPORT_BYTES:
         raise ValidationFailed("文件过大（上限 2 MB）", code="file_too_large")
-    rows = list(csv.reader(io.StringIO(_decode(data))))
+    try:
+        rows = list(csv.reader(io.StringIO(_decode(data))))
+    except csv.Error as exc:  # an unterminated quote, a cell over the csv module's field limit
+        raise ValidationFailed(f"CSV 格式有误：{exc}", code="invalid_csv") from None
     report = ImportReport(errors=[])
     if not rows or tuple(cell.strip() for cell in rows[0][:len(CSV_HEADER)]) != CSV_HEADER:
         report.errors.append("第 1 行须为表头：" + ",".join(CSV_HEADER) + "（请先下载模板）")
@@ -232,8 +256,8 @@ def import_csv(actor: User | None, data: bytes, *, reason: str = "") -> ImportRe
         cells = [cell.strip() for cell in row] + [""] * (len(CSV_HEADER) - len(row))
         village_id, county, township, name, _zone, year_text, target_text = cells[:len(CSV_HEADER)]
         problem = None
-        village = villages.get(int(village_id)) if village_id.isdigit() else None
-        year = int(year_text) if year_text.isdigit() else None
+        village = villages.get(whole_number(village_id))
+        year = whole_number(year_text)
         fen = parse_yuan(target_text) if target_text else None
         if village is None:
             problem = f"村ID“{village_id}”不存在"
@@ -259,15 +283,18 @@ def import_csv(actor: User | None, data: bytes, *, reason: str = "") -> ImportRe
     if report.errors:
         return report
     report.errors = None
+    existing = {(row.village_id, row.year): row for row in db.session.scalars(
+        sa.select(VillageSalesTarget).where(VillageSalesTarget.year.in_({year for _, year in wanted})))}
     try:
-        for (_, year), (village, _, fen) in sorted(wanted.items(), key=lambda item: item[0]):
-            change = _apply(actor, village, year, fen, (reason or "").strip()[:MAX_REASON], "csv_import")
+        for (village_id, year), (village, _, fen) in sorted(wanted.items(), key=lambda item: item[0]):
+            change = _apply(actor, village, year, fen, (reason or "").strip()[:MAX_REASON], "csv_import",
+                            known=existing.get((village_id, year)))
             report.rows += 1
             if change.written:
                 report.changed += 1
             else:
                 report.unchanged += 1
-        db.session.commit()
+        _commit_or_conflict()
     except BaseException:
         db.session.rollback()
         raise

@@ -420,7 +420,9 @@ def find_lagging_villages(actor: User, filters: ReportFilters, limit: int = 10) 
 # orders never have a payment time, so never count.
 
 #: Who may see every unit's progress (the dashboard's audience).
-CANTEEN_OVERVIEW_ROLES = REPORT_ROLES
+#: Not the reviewers: they certify products; a unit's budget and purchases are for those who
+#: oversee canteens (the same people who may open one unit, core.budget_units.get_budget_unit_for).
+CANTEEN_OVERVIEW_ROLES = (Role.OFFICIAL, Role.ADMIN, Role.FINANCE)
 
 #: What one canteen order contributes to its unit's reserved share.
 CANTEEN_PURCHASE_FEN = Order.total_fen - Order.refunded_fen

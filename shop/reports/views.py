@@ -99,7 +99,8 @@ def dashboard():
     rollups = services.report_county_sales(user, filters)
     trend = services.report_monthly_sales(user, filters)
     lagging = services.find_lagging_villages(user, filters, limit=LAGGING)
-    canteens = services.report_reserved_shares(user, filters.year)
+    canteens = (services.report_reserved_shares(user, filters.year)
+                if user.has_role(*services.CANTEEN_OVERVIEW_ROLES) else None)
     peak = max((month["sales_fen"] for month in trend["items"]), default=0)
     return render_template("reports/dashboard.html", totals=overview.totals, rollups=rollups, trend=trend,
                            trend_peak=peak, lagging=lagging, canteens=canteens, canteens_shown=CANTEENS_SHOWN,

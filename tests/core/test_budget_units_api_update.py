@@ -140,3 +140,26 @@ def test_creation_is_audited_with_its_values(client, make):
     assert event.actor_id == admin.id
     assert json.loads(event.data) == {"name": "龙山县机关食堂", "annual_canteen_budget_fen": 30_000_000,
                                       "reserved_share": "0.08", "below_policy_minimum": True}
+
+
+def test_a_name_differing_only_by_spaces_is_the_same_name(client, make):
+    from core.models import Role
+
+    admin = make.headers(make.user(Role.ADMIN))
+    make.budget_unit(name="乙单位")
+    other = make.budget_unit(name="甲单位")
+    response = client.patch(f"/api/v1/budget-units/{other.id}", json={"name": " 乙单位 "}, headers=admin)
+    assert response.status_code == 409
+    renamed = client.patch(f"/api/v1/budget-units/{other.id}", json={"name": " 丙单位 "}, headers=admin)
+    assert renamed.status_code == 200 and renamed.get_json()["name"] == "丙单位"
+
+
+def test_a_page_number_past_a_million_is_a_clear_error(client, make):
+    from core.models import Role
+
+    unit = make.budget_unit()
+    official = make.user(Role.OFFICIAL)
+    response = client.get("/api/v1/villages?page=99999999999999999999")
+    assert response.status_code == 422 and response.get_json()["error"]["fields"]["page"]
+    client.post("/login", data={"email": official.email, "password": "password123"})
+    assert client.get(f"/reports/canteens/{unit.id}/orders?page=99999999999999999999").status_code in (400, 422)

@@ -270,3 +270,28 @@ def test_spreadsheet_round_trip_through_the_pages(client, make):
     assert response.status_code == 422 and "未做任何修改" in response.get_data(as_text=True)
     missing = client.post("/village-targets", data={}, content_type="multipart/form-data")
     assert missing.status_code == 422
+
+
+def test_an_untouched_spreadsheet_or_the_default_value_pins_nothing(make):
+    official = make.user(Role.OFFICIAL)
+    report = village_targets.import_csv(official, village_targets.export_csv(YEAR, "古丈县").encode("utf-8"))
+    assert report.ok and report.changed == 0 and report.unchanged == report.rows > 0
+    change = village_targets.set_target(official, make.village().id, YEAR, {"target_fen": 15_000_000})
+    assert not change.written
+    assert _overrides() == [] and _target_events() == []
+
+
+def test_odd_digits_and_broken_csv_are_clear_errors_not_crashes(client, make):
+    assert client.get("/villages/花垣县?year=²").status_code == 200  # falls back to this year
+    official = make.user(Role.OFFICIAL)
+    with pytest.raises(ValidationFailed) as error:
+        village_targets.import_csv(official, ("村ID,县市,乡镇,村,分区,年度,销售目标（元）\r\n1,x,y,z,,2026,\""
+                                              + "9" * 140_000 + "\"\r\n").encode("utf-8"))
+    assert error.value.code == "invalid_csv"
+    village = make.village()
+    text = f"村ID,县市,乡镇,村,分区,年度,销售目标（元）\r\n¹,{village.county},{village.township},{village.name},,²,1\r\n"
+    report = village_targets.import_csv(official, text.encode("utf-8"))
+    assert not report.ok and "不存在" in report.errors[0]
+    _sign_in(client, official)
+    response = client.post(f"/villages/{village.id}/targets", data={"year": "²⁰²⁶", "target_yuan": "1"})
+    assert response.status_code == 422 and _overrides() == []
