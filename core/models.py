@@ -173,3 +173,21 @@ class BudgetUnit(db.Model):
     # A decimal ratio such as 0.10 (财库〔2021〕19号 asks at least 10%).
     reserved_share = db.Column(db.Numeric(5, 4), nullable=False, default=0)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class BudgetUnitYear(db.Model):
+    """A unit's canteen budget and reserved share for one Shanghai year, kept apart from the unit's
+    own values so that later changes never move a year's figures (``core.budget_units``)."""
+
+    __tablename__ = "budget_unit_years"
+    __table_args__ = (
+        sa.UniqueConstraint("budget_unit_id", "year", name="uq_budget_unit_years_unit_year"),
+        sa.CheckConstraint("annual_canteen_budget_fen >= 0", name="budget_not_negative"),
+        sa.CheckConstraint("reserved_share >= 0 AND reserved_share <= 1", name="share_is_ratio"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    budget_unit_id = db.Column(db.Integer, db.ForeignKey("budget_units.id", ondelete="CASCADE"), nullable=False)
+    year = db.Column(db.Integer, nullable=False)
+    annual_canteen_budget_fen = db.Column(db.BigInteger, nullable=False)
+    reserved_share = db.Column(db.Numeric(5, 4), nullable=False)
