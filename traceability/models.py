@@ -113,7 +113,7 @@ class ScanFlush(db.Model):
 
     Inserted in the same transaction as the counts it adds, so a write whose COMMIT was sent but
     not acknowledged (a dropped connection) can be retried safely: if it had committed, the
-    token is already here, the retry fails on the key and adds nothing. Rows older than a day
+    token is already here, the retry fails on the key and adds nothing. Rows older than 30 days
     are pruned by the writers.
     """
 

@@ -53,10 +53,15 @@ PG_POOL_SIZE = 8
 PG_CONNECT_TIMEOUT_SECONDS = 3
 DEFAULT_FLUSH_INTERVAL_MS = 100
 DEFAULT_RECHECK_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 5.0
+# While the database cannot be read, a cached page checked this recently is still answered
+# (an entry lives ENTRY_TTL_SECONDS at most anyway).
+STALE_GRACE_SECONDS = 30.0
 # Scan-log rows a worker keeps while the database is unreachable (~200 bytes each).
 MAX_UNWRITTEN_ROWS = 100_000
-# Flush tokens only need to outlive a retry; each write prunes old ones with this chance.
-FLUSH_TOKEN_KEEP = timedelta(days=1)
+# Flush tokens must outlive any retry (a worker cut off for days); each write prunes old ones
+# with this chance.
+FLUSH_TOKEN_KEEP = timedelta(days=30)
 FLUSH_TOKEN_PRUNE_ONE_IN = 1000
 
 log = logging.getLogger(__name__)
@@ -557,6 +562,7 @@ class ScanBuffer:
         self.wake = threading.Event()
         self.thread: threading.Thread | None = None
         self.dropped_rows = 0
+        self.failures = 0  # failed write attempts in a row
 
     def knows(self, key: tuple) -> bool:
         return key in self.known
@@ -569,10 +575,17 @@ class ScanBuffer:
             self.known[key] = (count, first_at or old_first)
 
     def remember(self, key: tuple, count: int, first_at: datetime | None) -> None:
-        """Take a count read from the database."""
+        """Take a count read from the database.
+
+        Not while a write of this code is on its way: the read may or may not include it, and
+        the write's landing brings the stored count anyway.
+        """
         with self.lock:
+            if any(key in write.tallies for write in self.unwritten):
+                return
             if len(self.known) > MAX_KNOWN_COUNTS:
-                self.known.clear()
+                # Forget what can be read again, never a code waiting to be written.
+                self.known = {key: value for key, value in self.known.items() if key in self.pending}
             self._learn(key, count, first_at)
 
     def remember_serial(self, batch_id: int, serial: str, serial_id: int) -> None:
@@ -619,11 +632,15 @@ class ScanBuffer:
         """Keep the scan log's backlog bounded while the database is away (call with the lock
         held; counts stay exact, only log detail is lost)."""
         excess = len(self.rows) + sum(len(write.rows) for write in self.unwritten) - MAX_UNWRITTEN_ROWS
-        for rows in [write.rows for write in self.unwritten] + [self.rows]:
-            cut = min(excess, len(rows))
-            del rows[:cut]
+        # New lists, never cut in place: the writer may be sending one of them right now.
+        for write in self.unwritten:
+            cut = min(excess, len(write.rows))
+            write.rows = write.rows[cut:]
             excess -= cut
             self.dropped_rows += cut
+        cut = min(max(excess, 0), len(self.rows))
+        self.rows = self.rows[cut:]
+        self.dropped_rows += cut
         if self.dropped_rows % 10_000 < 2:
             log.warning("scan log: %d rows dropped so far while the database was unreachable (counts kept)",
                         self.dropped_rows)
@@ -636,10 +653,18 @@ class ScanBuffer:
             self.thread.start()
         atexit.register(self.flush)
 
+    def next_wait(self) -> float:
+        """Seconds until the next write: the interval, or longer while the database is away
+        (doubling per failed attempt, at most ``MAX_BACKOFF_SECONDS``)."""
+        if not self.failures:
+            return self.interval
+        return min(self.interval * 2 ** min(self.failures, 10), max(MAX_BACKOFF_SECONDS, self.interval))
+
     def _run(self) -> None:
         while True:
             interval = self.interval
-            if self.wake.wait(interval if interval > 0 else None):
+            wait = self.next_wait()
+            if self.wake.wait(wait if interval > 0 else None):
                 self.wake.clear()
                 continue  # the interval changed: sleep the new one first
             # Only on the interval it slept for: a scan queued under a new one waits its turn.
@@ -674,14 +699,22 @@ class ScanBuffer:
                 except BaseException as exc:  # SystemExit from a worker timeout included: keep the write
                     if not isinstance(exc, Exception):
                         raise
-                    log.exception("scan counts not written (%d writes waiting); will retry", len(self.unwritten))
+                    self.failures += 1
+                    if self.failures == 1 or self.failures % 100 == 0:
+                        log.exception("scan counts not written (%d failed attempts in a row); retrying with "
+                                      "backoff, nothing is lost", self.failures)
                     return written
                 with self.lock:
+                    if self.failures:
+                        log.warning("scan counts written again after %d failed attempts", self.failures)
+                        self.failures = 0
                     self.unwritten.remove(write)
                     if stored is None:
-                        # It had landed already (its COMMIT's answer was lost): read counts afresh.
-                        for key in write.tallies:
-                            self.known.pop(key, None)
+                        # It had landed already (its COMMIT's answer was lost): the stored count is
+                        # at least what was known plus this write; the next re-read refines it.
+                        for key, tally in write.tallies.items():
+                            count, first_at = self.known.get(key, (0, None))
+                            self._learn(key, count + tally.count, first_at or tally.first_at)
                     else:
                         for key, (count, first_at) in stored.items():
                             self._learn(key, count, first_at)
@@ -742,6 +775,9 @@ def _write_scans(engine, write: _Write) -> dict[tuple, tuple]:
         if postgres:
             conn.execute(sa.text("SET LOCAL lock_timeout = '5s'"))
             conn.execute(sa.text("SET LOCAL statement_timeout = '15s'"))
+            # A write whose connection died before its COMMIT arrived must not keep the counters
+            # locked until TCP notices (hours): the server ends it.
+            conn.execute(sa.text("SET LOCAL idle_in_transaction_session_timeout = '30s'"))
         conn.execute(sa.insert(_flushes), {"token": write.token, "written_at": now})
         if secrets.randbelow(FLUSH_TOKEN_PRUNE_ONE_IN) == 0:
             conn.execute(sa.delete(_flushes).where(_flushes.c.written_at < now - FLUSH_TOKEN_KEEP))
@@ -824,6 +860,21 @@ products_changed.connect(_forget_changed_products)
 
 # --------------------------------------------------------------------------- the use case
 
+_UNCHANGED = object()  # the database could not be read; keep what this worker knows
+_last_outage_warning = 0.0
+
+
+def _database_unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database could not be reached (not a bug in the query)."""
+    if isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # SQLite-only installs
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
 def resolve_scan(code: TraceCode, *, user_agent: str = "", as_json: bool = False,
                  record: bool = True) -> ScanResult | None:
     """Answer a scan of an authentic (signature-verified) code and count it.
@@ -855,11 +906,25 @@ def resolve_scan(code: TraceCode, *, user_agent: str = "", as_json: bool = False
         count_key = ("batch", entry.batch_id)
     checked = time.monotonic()
     if count_key is None or not buffer.knows(count_key) or checked - entry.checked_at > _recheck_seconds():
-        state = _read_state(entry.batch_id, code)
-        if state is None:
+        try:
+            state = _read_state(entry.batch_id, code)
+        except Exception as exc:
+            if not _database_unreachable(exc) or count_key is None or not buffer.knows(count_key) \
+                    or checked - entry.checked_at > STALE_GRACE_SECONDS:
+                raise
+            # The database is away for a moment: answer from what this worker checked within the
+            # last minute (the scan is buffered and stored when it returns), rather than an error.
+            global _last_outage_warning
+            if checked - _last_outage_warning > 10:
+                _last_outage_warning = checked
+                log.warning("scans answered from checks up to %.0f s old: database unreachable", STALE_GRACE_SECONDS)
+            state = _UNCHANGED
+        if state is _UNCHANGED:
+            pass
+        elif state is None:
             # An unknown serial of a real batch, or a batch gone since it was cached.
             return None
-        if state.fingerprint != entry.fingerprint:
+        elif state.fingerprint != entry.fingerprint:
             # The certificate changed (revoked, renewed, expired) since the entry was cached.
             batch_id = entry.batch_id
             entry = _load_entry(key, code, today)
@@ -867,11 +932,12 @@ def resolve_scan(code: TraceCode, *, user_agent: str = "", as_json: bool = False
                 _entries.forget(batch_id)
                 return None
             _entries.put(entry)
-        entry.checked_at = checked
-        if code.is_item:
-            buffer.remember_serial(entry.batch_id, code.serial, state.serial_id)
-            count_key = ("item", state.serial_id)
-        buffer.remember(count_key, state.count, state.first_at)
+        else:
+            entry.checked_at = checked
+            if code.is_item:
+                buffer.remember_serial(entry.batch_id, code.serial, state.serial_id)
+                count_key = ("item", state.serial_id)
+            buffer.remember(count_key, state.count, state.first_at)
     device, client = classify_client(user_agent or "")
     if record and device != "bot":
         now = utcnow()

@@ -217,7 +217,7 @@ def test_a_forked_childs_copy_of_the_buffer_never_writes_the_parents_scans(make,
 
 def test_old_flush_tokens_are_pruned(make, flush_interval, monkeypatch):
     flush_interval(3_600_000)
-    db.session.execute(sa.insert(ScanFlush), [{"token": "a" * 32, "written_at": utcnow() - timedelta(days=2)}])
+    db.session.execute(sa.insert(ScanFlush), [{"token": "a" * 32, "written_at": utcnow() - timedelta(days=31)}])
     db.session.commit()
     monkeypatch.setattr(scanning, "FLUSH_TOKEN_PRUNE_ONE_IN", 1)
     batch = factories.batch(certified_product(make))
@@ -226,3 +226,125 @@ def test_old_flush_tokens_are_pruned(make, flush_interval, monkeypatch):
     db.session.rollback()
     assert db.session.scalars(sa.select(ScanFlush.token)).all() != ["a" * 32]
     assert db.session.scalar(sa.select(sa.func.count()).select_from(ScanFlush)) == 1
+
+
+def test_a_count_read_just_after_this_workers_write_landed_is_not_added_twice(make, flush_interval, app,
+                                                                               monkeypatch):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    for _ in range(3):
+        services.resolve_scan(code, user_agent="iPhone")
+    real_write = scanning._write_scans
+    shown = []
+
+    def landed_then_a_request_rechecks(engine, write):
+        stored = real_write(engine, write)  # committed: 3 stored, the write not yet taken off the queue
+        app.config["SCAN_RECHECK_SECONDS"] = 0
+        shown.append(services.resolve_scan(code, user_agent="iPhone").scans["count"])
+        app.config.pop("SCAN_RECHECK_SECONDS")
+        return stored
+
+    monkeypatch.setattr(scanning, "_write_scans", landed_then_a_request_rechecks)
+    services.flush_scans()
+    monkeypatch.setattr(scanning, "_write_scans", real_write)
+    shown.append(services.resolve_scan(code, user_agent="iPhone").scans["count"])
+    assert shown == [4, 5]
+    services.flush_scans()
+    assert _stored_count(batch) == 5
+
+
+def test_after_a_lost_commit_answer_the_count_shown_never_starts_again_from_zero(make, flush_interval,
+                                                                                  monkeypatch):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    for _ in range(50):
+        services.resolve_scan(code, user_agent="iPhone")
+    services.flush_scans()
+    services.resolve_scan(code, user_agent="iPhone")  # the 51st, pending
+    real_write = scanning._write_scans
+    calls = []
+
+    def commits_then_connection_drops(*args, **kwargs):
+        result = real_write(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise _database_down()
+        return result
+
+    monkeypatch.setattr(scanning, "_write_scans", commits_then_connection_drops)
+    services.flush_scans()
+    assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 52
+    services.flush_scans()
+    assert _stored_count(batch) == 52
+
+
+def test_scans_arriving_while_a_write_is_sent_never_cut_that_write(make, flush_interval, monkeypatch):
+    flush_interval(3_600_000)
+    monkeypatch.setattr(scanning, "MAX_UNWRITTEN_ROWS", 5)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    for _ in range(5):
+        services.resolve_scan(code, user_agent="iPhone")
+    real_write = scanning._write_scans
+
+    def others_scan_meanwhile(engine, write):
+        for _ in range(3):
+            services.resolve_scan(code, user_agent="iPhone")
+        return real_write(engine, write)
+
+    monkeypatch.setattr(scanning, "_write_scans", others_scan_meanwhile)
+    services.flush_scans()
+    monkeypatch.setattr(scanning, "_write_scans", real_write)
+    services.flush_scans()
+    assert _stored_count(batch) == 8
+    assert _stored_log_rows() >= 5, "the rows of the write being sent all arrive"
+
+
+def test_the_writer_backs_off_and_logs_once_while_the_database_is_away(make, flush_interval, monkeypatch, caplog):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    monkeypatch.setattr(scanning, "_write_scans", lambda *args, **kwargs: (_ for _ in ()).throw(_database_down()))
+    monkeypatch.setattr(scanning.time, "sleep", lambda seconds: None)
+    buffer = scanning._buffer()
+    services.resolve_scan(code, user_agent="iPhone")
+    buffer.interval = 0.1  # the production default, as the background writer would use it
+    waits = []
+    for _ in range(8):
+        services.flush_scans()
+        waits.append(buffer.next_wait())
+    assert waits == sorted(waits) and waits[0] == 0.2 and waits[-1] == scanning.MAX_BACKOFF_SECONDS
+    tracebacks = [r for r in caplog.records if r.name == "traceability.scanning" and r.exc_info]
+    assert len(tracebacks) == 1, [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+    monkeypatch.undo()
+    services.flush_scans()
+    assert buffer.failures == 0 and buffer.next_wait() == buffer.interval
+    assert _stored_count(batch) == 1
+
+
+def test_a_scan_is_answered_from_a_recent_check_while_the_database_cannot_be_read(make, flush_interval, app,
+                                                                                   monkeypatch):
+    flush_interval(3_600_000)
+    batch = factories.batch(certified_product(make))
+    code = codes.parse_short(str(batch.id), None)
+    assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 1
+    app.config["SCAN_RECHECK_SECONDS"] = 0  # every scan wants a fresh check ...
+    try:
+        monkeypatch.setattr(scanning, "_read_state",
+                            lambda *args: (_ for _ in ()).throw(sa.exc.OperationalError("SELECT", {}, Exception("down"))))
+        assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 2  # ... but gets the last one
+        _, entry = next(iter(scanning._entries.entries.items()))
+        entry.checked_at -= scanning.STALE_GRACE_SECONDS + 1
+        with pytest.raises(sa.exc.OperationalError):
+            services.resolve_scan(code, user_agent="iPhone")  # too old to vouch for the certificate
+        monkeypatch.setattr(scanning, "_read_state",
+                            lambda *args: (_ for _ in ()).throw(ValueError("a bug, not an outage")))
+        with pytest.raises(ValueError):
+            services.resolve_scan(code, user_agent="iPhone")
+    finally:
+        app.config.pop("SCAN_RECHECK_SECONDS", None)
+    monkeypatch.undo()
+    services.flush_scans()
+    assert _stored_count(batch) == 2
