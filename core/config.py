@@ -32,6 +32,9 @@ def load_config(instance_path: Path) -> dict:
     if database_url.startswith("sqlite"):
         # Several threads (tests, dev server) share one file; wait instead of failing on a lock.
         engine_options["connect_args"] = {"timeout": 30}
+    elif database_url.startswith("postgresql"):
+        # A database host that stops answering fails a request in seconds, not at TCP's timeout.
+        engine_options["connect_args"] = {"connect_timeout": 10}
     return {
         "SECRET_KEY": env.get("SECRET_KEY") or _instance_secret(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url,

@@ -417,7 +417,7 @@ class _PgConnections:
         self.conninfo, self.idle = conninfo, queue.LifoQueue()
         # The app's own connection settings (SSL, options) apply here too; a database that
         # cannot be reached fails the scan's read in seconds, not at the worker's timeout.
-        self.connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_SECONDS, **connect_args}
+        self.connect_args = {**connect_args, "connect_timeout": PG_CONNECT_TIMEOUT_SECONDS}
 
     @contextmanager
     def connection(self):
