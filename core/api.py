@@ -8,8 +8,8 @@ from core.extensions import db
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
 from core.ratelimit import rate_limited
-from core.schemas import (BudgetUnitSchema, CooperativeSchema, CredentialsSchema, UserSchema, VillageQuerySchema,
-                          VillageSchema, VillageTargetOutSchema)
+from core.schemas import (BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema, UserSchema,
+                          VillageQuerySchema, VillageSchema, VillageTargetOutSchema)
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
 
@@ -115,11 +115,17 @@ def get_budget_unit(unit_id: int):
 @bp.patch("/budget-units/<int:unit_id>")
 @require_roles(Role.ADMIN)
 def update_budget_unit(unit_id: int):
-    """Change a unit's name, budget or reserved share (any subset); audited old → new."""
-    unit = budget_units.update_budget_unit(current_user(), unit_id, json_body())
-    return jsonify(_budget_unit_body(unit))
+    """Change a unit's name, or its budget and share from ``"year"`` on (default this year, at most
+    the next); audited old → new. ``applied`` says what the year has now and which later years
+    kept their own values."""
+    change = budget_units.change_budget_unit(current_user(), unit_id, json_body())
+    applied = {**change.after.as_audit(), "below_policy_minimum": budget_units.below_policy_minimum(change.after),
+               "kept_years": change.kept_years}
+    return jsonify({**_budget_unit_body(change.unit), "applied": applied})
 
 
 def _budget_unit_body(unit) -> dict:
-    """A unit as the contract shapes it, plus whether its share is below the policy's 10%."""
-    return {**BudgetUnitSchema().dump(unit), "below_policy_minimum": budget_units.below_policy_minimum(unit)}
+    """A unit as the contract shapes it (its values for now and later years), whether its share is
+    below the policy's 10%, and the years that have budget and share of their own."""
+    return {**BudgetUnitSchema().dump(unit), "below_policy_minimum": budget_units.below_policy_minimum(unit),
+            "years": BudgetUnitYearSchema(many=True).dump(budget_units.own_years(unit.id))}

@@ -153,3 +153,18 @@ class BudgetUnitSchema(Schema):
 
     def get_created_at(self, unit):
         return isoformat(unit.created_at)
+
+
+class BudgetUnitUpdateSchema(BudgetUnitSchema):
+    """An update: any subset of the unit's fields, and the Shanghai year the budget and share apply from."""
+
+    year = fields.Integer(strict=True, load_only=True,
+                          error_messages={"invalid": "须为整数年份，如 2026", "null": "须为整数年份，如 2026"})
+
+
+class BudgetUnitYearSchema(Schema):
+    """One year's budget and share as the API shows them (a year with a record of its own)."""
+
+    year = fields.Integer()
+    annual_canteen_budget_fen = fields.Integer()
+    reserved_share = ShareString()
