@@ -26,7 +26,8 @@ from sqlalchemy.orm import joinedload
 
 from certification.gate import sellable_clause
 from certification.models import CATEGORY_LABELS, Product, product_villages
-from core.budget_units import below_policy_minimum, get_budget_unit_for, reserved_target_fen
+from core.budget_units import (YearValues, below_policy_minimum, get_budget_unit_for, reserved_target_fen,
+                               values_in_force, year_values, year_values_from_row)
 from core.errors import Forbidden
 from core.extensions import db
 from core.models import BudgetUnit, Cooperative, Role, User, Village, VillageSalesTarget
@@ -440,39 +441,51 @@ def _purchased_sum():
     return sa.cast(sa.func.coalesce(sa.func.sum(CANTEEN_PURCHASE_FEN), 0), sa.BigInteger)
 
 
-def _share_item(unit: BudgetUnit, year: int, purchased: int) -> dict:
-    """A unit's figures for the year: the contract's fields plus the unit and what is left."""
-    target = reserved_target_fen(unit)
+def _share_item(unit: BudgetUnit, values: YearValues, purchased: int) -> dict:
+    """A unit's figures for a year: the contract's fields plus the unit and what is left.
+
+    ``values`` are the budget and share in force that year (``core.budget_units.values_in_force``),
+    never the unit's current ones: a later change does not move a past year's target.
+    """
+    target = reserved_target_fen(values)
     purchased = int(purchased or 0)
-    return {"year": year, "budget_unit_id": unit.id, "name": unit.name,
-            "budget_fen": int(unit.annual_canteen_budget_fen), "reserved_share": f"{unit.reserved_share:f}",
+    return {"year": values.year, "budget_unit_id": unit.id, "name": unit.name,
+            "budget_fen": int(values.annual_canteen_budget_fen), "reserved_share": f"{values.reserved_share:f}",
             "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
             "remaining_fen": max(target - purchased, 0)}
 
 
-def _with_flags(item: dict, unit: BudgetUnit) -> dict:
-    """What the pages also show: whether the unit has a quota at all, and whether its share is below 10%."""
-    return {**item, "has_quota": item["reserved_target_fen"] > 0, "below_policy_minimum": below_policy_minimum(unit)}
+def _with_flags(item: dict, values: YearValues) -> dict:
+    """What the pages also show: whether the unit has a quota that year, and whether its share is below 10%."""
+    return {**item, "has_quota": item["reserved_target_fen"] > 0, "below_policy_minimum": below_policy_minimum(values)}
+
+
+def _reserved_share(unit: BudgetUnit, year: int) -> tuple[dict, YearValues]:
+    """One unit's figures for the year and the values in force then (unit already visible to the caller)."""
+    values = year_values(unit.id, year)
+    purchased = db.session.scalar(
+        sa.select(_purchased_sum()).where(Order.budget_unit_id == unit.id, *_canteen_purchase_conditions(year)))
+    return _share_item(unit, values, purchased), values
 
 
 def report_reserved_share(actor: User, unit_id: int, year: int) -> dict:
-    """A canteen's purchases this Shanghai year against its reserved share (财库〔2021〕19号).
+    """A canteen's purchases in a Shanghai year against that year's reserved share (财库〔2021〕19号).
 
     ``purchased_fen`` is the goods value of the unit's paid canteen orders net of refunds, in
     the year of payment; unpaid and cancelled orders never have a payment time, so never count.
-    A unit without a quota (target 0) has ``progress`` 1.0: nothing is asked of it.
+    ``budget_fen`` and the target are those in force that year. A unit without a quota
+    (target 0) has ``progress`` 1.0: nothing is asked of it.
 
     :raise NotFound: no such unit, or another unit's buyer asking.
     :raise Forbidden: a role that may not see budget units.
     """
     unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
-    purchased = db.session.scalar(
-        sa.select(_purchased_sum()).where(Order.budget_unit_id == unit.id, *_canteen_purchase_conditions(year)))
-    return _share_item(unit, year, purchased)
+    return _reserved_share(unit, year)[0]
 
 
 def report_reserved_shares(actor: User, year: int) -> dict:
-    """Every budget unit's reserved-share progress for the year, in one statement.
+    """Every budget unit's reserved-share progress for the year (each with the budget and share in
+    force that year), in one statement.
 
     Items come furthest behind first (lowest progress; on a tie, the most still to buy), units
     without a quota last, ordered in Python so both databases agree whatever their collation; totals
@@ -486,11 +499,16 @@ def report_reserved_shares(actor: User, year: int) -> dict:
     purchases = (sa.select(Order.budget_unit_id.label("budget_unit_id"), _purchased_sum().label("purchased_fen"))
                  .where(*_canteen_purchase_conditions(year))
                  .group_by(Order.budget_unit_id).subquery("purchases"))
+    values = values_in_force(year)
     rows = db.session.execute(
-        sa.select(BudgetUnit, sa.func.coalesce(purchases.c.purchased_fen, 0))
+        sa.select(BudgetUnit, values, sa.func.coalesce(purchases.c.purchased_fen, 0).label("purchased_fen"))
+        .join(values, values.c.budget_unit_id == BudgetUnit.id)
         .outerjoin(purchases, purchases.c.budget_unit_id == BudgetUnit.id)
         ).all()
-    items = [_with_flags(_share_item(unit, year, purchased), unit) for unit, purchased in rows]
+    items = []
+    for row in rows:
+        in_force = year_values_from_row(year, row)
+        items.append(_with_flags(_share_item(row.BudgetUnit, in_force, row.purchased_fen), in_force))
     items.sort(key=lambda item: (not item["has_quota"], item["progress"], -item["remaining_fen"], item["name"],
                                  item["budget_unit_id"]))
     with_quota = [item for item in items if item["has_quota"]]
@@ -505,14 +523,17 @@ def report_reserved_shares(actor: User, year: int) -> dict:
 
 
 def report_canteen_months(actor: User, unit_id: int, year: int) -> dict:
-    """A canteen's counted purchases per Shanghai month of the year, with the running total.
+    """A canteen's counted purchases per Shanghai month of the year, with the running total and
+    how far it had come toward that year's target.
 
-    The months add up to ``report_reserved_share``'s ``purchased_fen`` (same conditions).
+    The months add up to ``report_reserved_share``'s ``purchased_fen`` (same conditions), and
+    measure against the same target (the budget and share in force that year).
 
     :raise NotFound: no such unit, or another unit's buyer asking.
     :raise Forbidden: a role that may not see budget units.
     """
     unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
+    target = reserved_target_fen(year_values(unit.id, year))
     month = shanghai_month_sql(Order.paid_at, year)
     figures = {int(number): int(fen or 0) for number, fen in db.session.execute(
         sa.select(month, _purchased_sum())
@@ -524,8 +545,9 @@ def report_canteen_months(actor: User, unit_id: int, year: int) -> dict:
         purchased = figures.get(number, 0)
         running += purchased
         items.append({"month": f"{year}-{number:02d}", "purchased_fen": purchased, "cumulative_fen": running,
-                      "future": (year, number) > (today.year, today.month)})
-    return {"year": year, "budget_unit_id": unit.id, "items": items, "purchased_fen": running}
+                      "progress": progress_of(running, target), "future": (year, number) > (today.year, today.month)})
+    return {"year": year, "budget_unit_id": unit.id, "items": items, "purchased_fen": running,
+            "reserved_target_fen": target}
 
 
 def report_canteen(actor: User, unit_id: int, year: int) -> dict:
@@ -536,7 +558,8 @@ def report_canteen(actor: User, unit_id: int, year: int) -> dict:
     :raise Forbidden: a role that may not see budget units.
     """
     unit: BudgetUnit = get_budget_unit_for(actor, unit_id)
-    share = _with_flags(report_reserved_share(actor, unit_id, year), unit)
+    share, values = _reserved_share(unit, year)
+    share = _with_flags(share, values)
     return {"share": share, "months": report_canteen_months(actor, unit_id, year),
             "pending": canteen_pending(actor, unit_id)}
 
