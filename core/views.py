@@ -241,12 +241,16 @@ def _fen_to_yuan_text(fen: int) -> str:
     return f"{yuan}.{cents:02d}"
 
 
-def _budget_unit_form() -> tuple[dict, dict]:
+def _budget_unit_form(*, with_year: bool = False) -> tuple[dict, dict]:
     """Read the budget unit form into the service's input (budget in fen) and the errors found so far."""
     form = request.form
     data = {"name": form.get("name", "").strip(), "reserved_share": form.get("reserved_share", "").strip()}
     if form.get("reason", "").strip():
         data["reason"] = form["reason"].strip()
+    year = form.get("year", "").strip()
+    if with_year and year:  # left out: the service's default, this year
+        # ASCII digits only ("²".isdigit() is True); anything else goes on as text for the schema to refuse.
+        data["year"] = int(year) if year.isascii() and year.isdigit() and len(year) <= 9 else year
     fen = parse_yuan(form.get("annual_canteen_budget_yuan", ""))
     if fen is None:
         # Not sent to the service; the other fields are still checked so every error shows at once.
@@ -257,11 +261,18 @@ def _budget_unit_form() -> tuple[dict, dict]:
     return data, {}
 
 
-def _saved_message(unit) -> str:
-    """The flash after a save, warning when the share is below the policy's 10%."""
+def _saved_message(unit, values=None, kept_years=()) -> str:
+    """The flash after a save: the year the values apply from, later years that kept their own,
+    and a warning when the share is below the policy's 10%."""
+    values = values or unit
     message = f"已保存：{unit.name}"
-    if budget_units.below_policy_minimum(unit):
-        message += (f"。注意：预留比例 {budget_units.share_percent(unit.reserved_share)} 低于政策要求的"
+    if getattr(values, "year", None):
+        message += f"（{values.year}年起：预算 {format_yuan(values.annual_canteen_budget_fen)}，" \
+                   f"预留比例 {budget_units.share_percent(values.reserved_share)}）"
+    if kept_years:
+        message += "。" + "、".join(f"{year}年" for year in kept_years) + "已有单独记录，保持不变"
+    if budget_units.below_policy_minimum(values):
+        message += (f"。注意：预留比例 {budget_units.share_percent(values.reserved_share)} 低于政策要求的"
                     f" {budget_units.share_percent(budget_units.POLICY_MIN_SHARE)}（财库〔2021〕19号）")
     return message
 
@@ -307,27 +318,34 @@ def budget_unit_new():
 @bp.route("/budget-units/<int:unit_id>/edit", methods=["GET", "POST"])
 @require_roles(Role.ADMIN)
 def budget_unit_edit(unit_id: int):
-    """Change a unit's name, budget or reserved share; every change is audited old → new."""
+    """Change a unit's name, or its budget and share from this year or the next on; every change
+    is audited old → new with its year. ``?year=`` (this year or the next) fills the form with
+    that year's values."""
     user = current_user()
     unit = budget_units.get_budget_unit_for(user, unit_id)
     errors: dict = {}
     form = request.form
+    editable = budget_units.editable_years()
     if request.method == "GET":
-        values = budget_units.editable_values(unit)
-        form = {"name": values["name"], "reserved_share": values["reserved_share"],
-                "annual_canteen_budget_yuan": _fen_to_yuan_text(values["annual_canteen_budget_fen"])}
+        year = request.args.get("year", "")
+        year = int(year) if year.isascii() and year.isdigit() and int(year) in editable else editable[0]
+        values = budget_units.year_values(unit.id, year)
+        form = {"name": unit.name, "year": str(year), "reserved_share": values.as_audit()["reserved_share"],
+                "annual_canteen_budget_yuan": _fen_to_yuan_text(values.annual_canteen_budget_fen)}
     else:
-        data, errors = _budget_unit_form()
+        data, errors = _budget_unit_form(with_year=True)
         if not errors:
             try:
-                unit = budget_units.update_budget_unit(user, unit_id, data)
+                change = budget_units.change_budget_unit(user, unit_id, data)
             except AppError as exc:
                 errors = _form_errors(exc)
             else:
-                flash(_saved_message(unit))
+                flash(_saved_message(change.unit, change.after, change.kept_years) if change.changed
+                      else f"未作修改：{change.unit.name}")
                 return redirect(url_for("core.budget_unit_index"))
     return render_template("canteen/unit_form.html", unit=unit, form=form, errors=errors,
                            history=budget_units.unit_history(unit), field_labels=budget_units.FIELD_LABELS,
+                           years=budget_units.years_overview(unit), editable_years=editable,
                            policy_min_share=budget_units.POLICY_MIN_SHARE), \
         (422 if errors else 200)
 
