@@ -65,3 +65,33 @@ def test_admin_raises_a_share_and_the_canteen_page_follows(page, make):
     assert page.locator("#policy-warning").is_visible()
     assert page.locator("#reserved-target").inner_text() == "¥16,000.00"
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_admin_sets_next_years_budget_on_a_phone_and_this_years_page_stays(page, make):
+    from core.timeutil import shanghai_today
+
+    this_year = shanghai_today().year
+    unit = make.budget_unit(name="保靖县机关食堂", annual_canteen_budget_fen=20_000_000, reserved_share="0.10")
+    sign_in(page, make.user(Role.ADMIN).email)
+    page.goto(f"/budget-units/{unit.id}/edit")
+    page.select_option("#year", str(this_year + 1))
+    page.fill("#annual_canteen_budget_yuan", "300000")
+    page.fill("#reserved_share", "0.15")
+    page.fill("#reason", "明年预算已批复")
+    page.click("form.stacked button[type=submit]")
+    page.wait_for_load_state()
+    assert f"{this_year + 1}年起：预算 ¥300,000.00，预留比例 15%" in page.locator(".flash").inner_text()
+    # This year's card and page are as they were.
+    card = page.locator(f'.unit-card[data-unit-id="{unit.id}"]')
+    assert "目标 ¥20,000.00" in card.inner_text()
+    card.get_by_role("link", name="查看进度").click()
+    page.wait_for_load_state()
+    assert page.locator("#reserved-target").inner_text() == "¥20,000.00"
+
+    page.goto(f"/budget-units/{unit.id}/edit")
+    rows = page.locator("#unit-years tbody tr")
+    assert rows.count() == 2
+    assert "单独记录" in rows.nth(0).inner_text() and "10%" in rows.nth(0).inner_text()
+    assert "15%" in rows.nth(1).inner_text() and "¥45,000.00" in rows.nth(1).inner_text()
+    assert f"{this_year + 1}年起" in page.locator("#unit-history").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390

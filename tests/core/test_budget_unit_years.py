@@ -279,7 +279,7 @@ def test_edit_page_lists_the_years_and_sets_next_year_from_the_form(client, make
     last = table.split(f'data-year="{s.P}"')[1].split("</tr>")[0]
     assert "及以前" in last and "10%" in last and "¥10,000.00" in last and "单独记录" in last
     this = table.split(f'data-year="{s.R}"')[1].split("</tr>")[0]
-    assert "20%" in this and "¥20,000.00" in this and "单位现行值" in this
+    assert "20%" in this and "¥20,000.00" in this and "现行值" in this and "单独记录" not in this
     assert "该年度及其后保持原值" in page and "以前年度已结束" in page
 
     response = client.post(f"/budget-units/{s.unit.id}/edit", data={
