@@ -279,7 +279,8 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     if unit is None:
         raise NotFound("预算单位不存在")
     fields, reason = _load(data, partial=True)
-    year = fields.pop("year", editable_years()[0])
+    this_year = editable_years()[0]
+    year = fields.pop("year", this_year)
     if "name" in fields and fields["name"] != unit.name and _name_taken(fields["name"], except_id=unit.id):
         raise Conflict("同名预算单位已存在", code="duplicate_budget_unit")
     before = year_values(unit.id, year)
@@ -298,7 +299,7 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     if "name" in changes:
         unit.name = fields["name"]
     if any(name in changes for name in YEAR_FIELDS):
-        change.frozen, change.kept_years = _apply_from_year(unit, before, given)
+        change.frozen, change.kept_years = _apply_from_year(unit, before, given, this_year)
     db.session.flush()
     change.after = year_values(unit.id, year)
     change.changed = True
@@ -310,7 +311,8 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     return change
 
 
-def _apply_from_year(unit: BudgetUnit, before: YearValues, given: dict) -> tuple[list[YearValues], list[int]]:
+def _apply_from_year(unit: BudgetUnit, before: YearValues, given: dict,
+                     this_year: int) -> tuple[list[YearValues], list[int]]:
     """Write ``given`` (budget and/or share) from ``before.year`` on, in the open transaction.
 
     :return: the earlier years frozen first, and the later years that keep their own record.
@@ -330,10 +332,11 @@ def _apply_from_year(unit: BudgetUnit, before: YearValues, given: dict) -> tuple
         db.session.add(records[values.year])
     kept_years = sorted(later for later in records if later > year)
     own = records.get(year)
-    if own is None and (kept_years or year > editable_years()[0]):
+    if own is None and (kept_years or year > this_year):
         # A later year keeps its own values, so the unit's values (which serve the years after the
         # last record) must not carry this change; and next year's budget is that year's own.
-        own = BudgetUnitYear(budget_unit_id=unit.id, year=year, annual_canteen_budget_fen=before.annual_canteen_budget_fen,
+        own = BudgetUnitYear(budget_unit_id=unit.id, year=year,
+                             annual_canteen_budget_fen=before.annual_canteen_budget_fen,
                              reserved_share=before.reserved_share)
         db.session.add(own)
     for name, value in given.items():
