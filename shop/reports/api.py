@@ -67,7 +67,8 @@ def monthly_sales():
 @bp.get("/budget-units/<int:unit_id>/reserved-share")
 @require_login
 def reserved_share(unit_id: int):
-    """A canteen's paid purchases this year against its reserved share of the food budget."""
+    """A canteen's paid purchases in ``?year=`` (default this year) against that year's reserved share:
+    the budget and share in force that year, which later changes to the unit never move."""
     year = YearQuerySchema().load_args(request.args)["year"]
     return jsonify(ReservedShareSchema().dump(services.report_reserved_share(current_user(), unit_id, year)))
 
