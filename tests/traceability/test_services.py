@@ -120,6 +120,22 @@ def _database_down():
     return sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
 
 
+def _lose_the_first_commit_answer(monkeypatch) -> None:
+    """The next scan write commits on the server, then the connection drops before the worker
+    hears back; later writes behave normally."""
+    real_write = scanning._write_scans
+    calls = []
+
+    def commits_then_connection_drops(*args, **kwargs):
+        result = real_write(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise _database_down()
+        return result
+
+    monkeypatch.setattr(scanning, "_write_scans", commits_then_connection_drops)
+
+
 def _stored_log_rows() -> int:
     db.session.rollback()
     return db.session.scalar(sa.select(sa.func.count()).select_from(ScanEvent))
@@ -151,17 +167,7 @@ def test_a_write_whose_commit_answer_was_lost_is_not_counted_twice(make, flush_i
     flush_interval(3_600_000)
     batch = factories.batch(certified_product(make))
     code = codes.parse_short(str(batch.id), None)
-    real_write = scanning._write_scans
-    calls = []
-
-    def commits_then_connection_drops(*args, **kwargs):
-        result = real_write(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            raise _database_down()  # the server committed; the worker never heard back
-        return result
-
-    monkeypatch.setattr(scanning, "_write_scans", commits_then_connection_drops)
+    _lose_the_first_commit_answer(monkeypatch)
     for _ in range(3):
         services.resolve_scan(code, user_agent="iPhone")
     services.flush_scans()
@@ -263,17 +269,7 @@ def test_after_a_lost_commit_answer_the_count_shown_never_starts_again_from_zero
         services.resolve_scan(code, user_agent="iPhone")
     services.flush_scans()
     services.resolve_scan(code, user_agent="iPhone")  # the 51st, pending
-    real_write = scanning._write_scans
-    calls = []
-
-    def commits_then_connection_drops(*args, **kwargs):
-        result = real_write(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 1:
-            raise _database_down()
-        return result
-
-    monkeypatch.setattr(scanning, "_write_scans", commits_then_connection_drops)
+    _lose_the_first_commit_answer(monkeypatch)
     services.flush_scans()
     assert services.resolve_scan(code, user_agent="iPhone").scans["count"] == 52
     services.flush_scans()
