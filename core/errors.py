@@ -82,11 +82,36 @@ def error_body(code: str, message: str, fields: dict | None = None) -> dict:
     return {"error": {"code": code, "message": message, "fields": fields or {}}}
 
 
+#: How a page names the query and form parameters an error is about (the API keeps the names).
+FIELD_LABELS = {
+    "year": "年份", "page": "页码", "per_page": "每页条数", "sort": "排序", "q": "搜索词", "county": "县市",
+    "township": "乡镇", "zone": "分区", "channel": "渠道", "category": "品类", "format": "格式",
+    "in_stock": "仅看有货", "evidence_type": "认证类型", "status": "状态", "month": "月份",
+}
+#: Details that mean something to programs but nothing to a person reading the page.
+HIDDEN_FIELDS = frozenset({"retry_after_seconds"})
+
+
+def page_field_errors(fields: dict | None) -> list[tuple[str | None, str]]:
+    """An error's field messages as a page shows them: (Chinese label or None, reasons)."""
+    shown = []
+    for name, reasons in (fields or {}).items():
+        if name in HIDDEN_FIELDS:
+            continue
+        if isinstance(reasons, dict):  # nested (lines of an order): the messages alone
+            reasons = [str(reason) for value in reasons.values() for reason in
+                       (value if isinstance(value, list) else [value])]
+        text = "；".join(str(reason) for reason in reasons) if isinstance(reasons, list) else str(reasons)
+        shown.append((FIELD_LABELS.get(name), text))
+    return shown
+
+
 def _respond(status: int, code: str, message: str, fields: dict | None = None):
     if wants_json():
         return jsonify(error_body(code, message, fields)), status
     template = f"errors/{status}.html" if status in (403, 404, 405, 500) else "errors/generic.html"
-    return render_template(template, status=status, message=message, fields=fields or {}), status
+    return render_template(template, status=status, message=message, fields=fields or {},
+                           field_errors=page_field_errors(fields)), status
 
 
 def register_error_handlers(app) -> None:

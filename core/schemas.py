@@ -18,7 +18,7 @@ class CredentialsSchema(Schema):
 
 
 class RegisterSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=254),
+    email = fields.Email(required=True, validate=validate.Length(max=254, error="邮箱过长（最多 254 个字符）"),
                          error_messages={"required": "必填", "invalid": "邮箱格式不正确"})
     password = fields.String(required=True, load_only=True,
                              validate=validate.Length(min=8, max=128, error="密码长度须为 8 到 128 位"),

@@ -70,7 +70,8 @@ def register():
     errors = {}
     if request.method == "POST":
         try:
-            user = users.register_consumer(request.form.to_dict())
+            # Only the account's fields: the form also carries its CSRF token.
+            user = users.register_consumer({name: request.form.get(name, "") for name in ("display_name", "email", "password")})
         except ValidationError as exc:
             errors = exc.messages
         except AppError as exc:

@@ -27,3 +27,26 @@ def test_sign_in_shows_role_in_header(page, make):
 def test_county_page_lists_villages(page):
     page.goto("/villages/花垣县")
     assert page.get_by_text("十八洞村").count() >= 1
+
+
+def test_a_visitor_signs_up_on_the_page_with_csrf_on(page):
+    page.goto("/register")
+    page.fill("#display_name", "吉首游客")
+    page.fill("#email", "visitor@test.cn")
+    page.fill("#password", "password123")
+    page.click("form.stacked button[type=submit]")
+    page.wait_for_load_state()
+    assert "注册成功" in page.content()
+    assert "吉首游客" in page.locator(".account").inner_text()
+
+
+def test_sign_up_errors_are_shown_next_to_the_field(page, make):
+    taken = make.user()
+    page.goto("/register")
+    page.fill("#display_name", "游客")
+    page.fill("#email", taken.email)
+    page.fill("#password", "password123")
+    page.click("form.stacked button[type=submit]")
+    page.wait_for_load_state()
+    assert page.locator(".field-error").count() >= 1
+    assert page.locator("#display_name").input_value() == "游客", "what was typed stays"

@@ -62,3 +62,12 @@ def test_bad_pagination_is_422(client, query):
     response = client.get(f"/api/v1/villages?{query}")
     assert response.status_code == 422
     _assert_error_shape(response.json, "validation_error")
+
+
+def test_error_pages_name_parameters_in_chinese_and_hide_program_details(client, make):
+    from core.models import Role
+
+    official = make.user(Role.OFFICIAL)
+    client.post("/login", data={"email": official.email, "password": "password123"})
+    html = client.get("/reports/villages?page=abc").get_data(as_text=True)
+    assert "页码：" in html and "page：" not in html
