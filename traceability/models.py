@@ -31,6 +31,11 @@ MANUAL_BIZ_STEPS = ("shipping", "receiving", "retail_selling")
 
 # Coarse client classes kept in the scan log (no IP address, no full user-agent).
 DEVICE_CLASSES = ("mobile", "tablet", "desktop", "bot", "other")
+#: How pages name the coarse client classes kept in the scan log.
+DEVICE_LABELS = {"mobile": "手机", "tablet": "平板", "desktop": "电脑", "bot": "机器人", "other": "其他"}
+CLIENT_LABELS = {"wechat": "微信", "alipay": "支付宝", "qq": "QQ", "dingtalk": "钉钉", "weibo": "微博",
+                 "edge": "Edge 浏览器", "firefox": "火狐浏览器", "chrome": "Chrome 浏览器", "safari": "Safari 浏览器",
+                 "bot": "机器人", "other": "其他"}
 
 
 class Batch(db.Model):

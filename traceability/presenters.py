@@ -119,9 +119,10 @@ def product_page_path(product_id: int) -> str:
     return f"/products/{product_id}"
 
 
-def photo_url(filename: str | None) -> str | None:
-    """Public URL of a product photo, if the catalogue serves photos."""
-    if not filename:
+def photo_url(filename: str | None, sellable: bool = True) -> str | None:
+    """Public URL of a product photo, if the catalogue serves it: only while the product may be
+    sold (certification.services.image_visible), so a revoked product's scan shows no broken image."""
+    if not filename or not sellable:
         return None
     try:
         return url_for("certification.product_image", name=filename)
@@ -137,7 +138,7 @@ def _static_scan_json(entry) -> dict:
         "authentic": True,
         "product": {"id": product["id"], "name": product["name"], "specification": product["specification"],
                     "unit": product["unit"], "gtin": product["gtin"], "category": product["category"],
-                    "photo_url": photo_url(product["photo"]), "url": product_page_path(product["id"]),
+                    "photo_url": photo_url(product["photo"], entry.sellable), "url": product_page_path(product["id"]),
                     "sellable": entry.sellable},
         "batch": {"id": batch["id"], "lot": batch["lot"], "produced_on": _date(batch["produced_on"]),
                   "expires_on": _date(batch["expires_on"]), "quantity": batch["quantity"], "unit": batch["unit"]},

@@ -19,7 +19,8 @@ from core.navigation import register_nav
 from core.timeutil import shanghai_today, to_shanghai
 from traceability import codes, presenters, qr, services
 from traceability.gs1 import MalformedDigitalLink
-from traceability.models import BIZ_STEP_LABELS, COMMITMENT_BASIS_LABELS, COMMITMENT_STATEMENTS, MANUAL_BIZ_STEPS
+from traceability.models import (BIZ_STEP_LABELS, CLIENT_LABELS, COMMITMENT_BASIS_LABELS, COMMITMENT_STATEMENTS,
+                                 DEVICE_LABELS, MANUAL_BIZ_STEPS)
 
 bp = Blueprint("traceability", __name__)
 
@@ -89,7 +90,7 @@ def _scan_html(result) -> str:
     parts = entry.renderings.get("html")
     if parts is None:
         html = render_template("traceability/scan.html", r=entry, slot=Markup(SLOT),
-                               photo_url=presenters.photo_url(entry.product["photo"]),
+                               photo_url=presenters.photo_url(entry.product["photo"], entry.sellable),
                                buy_url=presenters.product_page_path(entry.product["id"]),
                                basis_label=COMMITMENT_BASIS_LABELS.get(entry.compliance["basis"], ""))
         parts = entry.renderings["html"] = html.split(SLOT)
@@ -225,16 +226,26 @@ def batch_new():
 @require_roles(*MANAGERS)
 def batch_detail(batch_id: int):
     """A batch: certificate, QR code, events (with a form), serials and scans."""
+    return _batch_page(batch_id)
+
+
+def _batch_page(batch_id: int, event_errors: list[str] | None = None, event_form=None):
+    """Render a batch's page; with ``event_errors`` the event form comes back filled in, its
+    errors next to it (status 422)."""
     user = current_user()
     scan_page = page_params(max_per_page=200, default_per_page=20)
     batch, summary, scans, scans_total = services.scan_log(user, batch_id, scan_page)
+    serials_count = services.count_serials(batch.id)
     return render_template(
         "traceability/batch.html", batch=batch, summary=summary, scans=scans, scans_total=scans_total,
         scan_page=scan_page, events=services.events_of(batch.id), trace_url=services.batch_trace_url(batch),
         qr_src=qr.qr_data_uri(services.batch_trace_url(batch), box_size=5),
         compliance=presenters.compliance_json(batch), step_labels=BIZ_STEP_LABELS, manual_steps=MANUAL_BIZ_STEPS,
-        serials_count=services.count_serials(batch.id), errors={}, form={},
-    )
+        device_labels=DEVICE_LABELS, client_labels=CLIENT_LABELS, serials_count=serials_count,
+        # One label per unit is the usual need: offer what is not labelled yet (at least 1).
+        serials_default=min(max(batch.quantity - serials_count, 1), 10_000),
+        event_errors=event_errors or [], event_form=event_form or {},
+    ), (422 if event_errors else 200)
 
 
 @bp.post("/traceability/batches/<int:batch_id>/events")
@@ -251,13 +262,13 @@ def batch_event_new(batch_id: int):
     try:
         event = services.record_trace_event(current_user(), batch_id, data)
     except ValidationError as exc:
-        flash("事件未记录：" + "；".join(f"{', '.join(v) if isinstance(v, list) else v}" for v in exc.messages.values()))
+        return _batch_page(batch_id, [", ".join(v) if isinstance(v, list) else str(v) for v in exc.messages.values()],
+                           form)
     except AppError as exc:
         if exc.status in (403, 404):
             raise
-        flash("事件未记录：" + ("；".join("，".join(v) for v in exc.fields.values()) or exc.message))
-    else:
-        flash(f"已记录{event.biz_step_label}事件。")
+        return _batch_page(batch_id, ["，".join(v) for v in exc.fields.values()] or [exc.message], form)
+    flash(f"已记录{event.biz_step_label}事件。")
     return redirect(url_for("traceability.batch_detail", batch_id=batch_id) + "#events")
 
 

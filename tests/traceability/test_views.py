@@ -12,7 +12,7 @@ from core.timeutil import shanghai_today, utcnow
 from tests.certification.factories import certified_product
 from tests.traceability import factories
 from tests.traceability.helpers import data_uri_pngs, decode_qr, make_gtin14, path_of
-from traceability import services
+from traceability import codes, services
 from traceability.models import Batch, ScanEvent, Serial, TraceEvent
 
 JSON = {"Accept": "application/json"}
@@ -109,6 +109,7 @@ def test_village_sales_come_from_the_shops_paid_orders(client, make, gtin_batch)
     assert body["village_sales"]["sales_fen"] == 3 * gtin_batch.product.price_fen
     html = client.get(path_of(urls_of(gtin_batch)["batch"])).get_data(as_text=True)
     assert "¥384.00" in html
+    assert "已完成 0.2%" in html  # ¥384 of ¥150,000, one decimal as on the other pages (not "0%")
 
 
 def test_events_appear_on_the_scan_page_in_time_order(client, make, coop, plain_batch):
@@ -235,6 +236,8 @@ def test_revocation_through_the_certification_api_warns_on_the_next_scan(client,
     html = client.get(url).get_data(as_text=True)
     assert 'id="warnings"' in html and "已被撤销" in html
     assert f'href="/products/{plain_batch.product.id}"' not in html  # no "buy" link for a delisted product
+    assert "原有效期至" in html and "已提前撤销" in html
+    assert body["product"]["photo_url"] is None  # the catalogue no longer serves its photo: no broken image
 
 
 def test_a_change_made_elsewhere_shows_after_the_recheck_interval(app, client, plain_batch):
@@ -391,6 +394,33 @@ def test_events_and_serials_from_the_batch_page(client, coop, plain_batch):
     assert len(serials_of(plain_batch)) == 7
     html = client.get(f"/traceability/batches/{plain_batch.id}").get_data(as_text=True)
     assert "默戎镇收购点" in html and "已生成 7 个单品码" in html
+
+
+def test_a_refused_event_is_explained_next_to_its_form_which_keeps_what_was_typed(client, coop, plain_batch):
+    sign_in(client, coop)
+    response = client.post(f"/traceability/batches/{plain_batch.id}/events", data={
+        "type": "receiving", "location": "吉首市冷链仓", "partner": "州机关食堂", "quantity": "999999",
+        "note": "整车"})
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    form = html.split('id="event-form"')[1].split("</form>")[0]
+    assert "事件未记录" in form and "不能超过批次数量" in form
+    assert 'value="吉首市冷链仓"' in form and 'value="999999"' in form and 'value="整车"' in form
+    assert '<option value="receiving" selected' in form
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(TraceEvent)
+                             .where(TraceEvent.biz_step == "receiving")) == 0
+
+
+def test_scan_log_and_serial_form_speak_chinese_and_offer_the_labels_still_missing(client, coop, plain_batch):
+    services.resolve_scan(codes.parse_short(str(plain_batch.id), None),
+                          user_agent="Mozilla/5.0 (iPhone) Mobile Safari/604.1 Chrome/120.0")
+    sign_in(client, coop)
+    html = client.get(f"/traceability/batches/{plain_batch.id}").get_data(as_text=True)
+    log = html.split('id="scan-log"')[1]
+    assert "手机" in log and "Chrome 浏览器" in log and ">mobile<" not in log and ">chrome<" not in log
+    existing = len(serials_of(plain_batch))
+    expected = min(max(plain_batch.quantity - existing, 1), 10_000)
+    assert f'name="count" type="number" min="1" max="10000" value="{expected}"' in html
 
 
 @pytest.mark.parametrize("which", ["gtin_batch", "plain_batch"])
