@@ -65,3 +65,26 @@ def test_cooperative_applies_county_and_prefecture_approve_product_appears_in_ca
     text = card.inner_text()
     assert number in text and cooperative.name in text and cooperative.village.name in text
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
+def test_revoking_asks_first_and_a_hostile_product_name_stays_text(page, make):
+    from tests.certification.factories import certified_product
+
+    hostile = "莓茶'); document.title='pwned'; ('\"<b>"
+    item = certified_product(make, name=hostile)
+    chief = make.user(Role.PREFECTURE_REVIEWER)
+    sign_in(page, chief.email)
+    page.goto(f"/certifications/{item.certificate_id}")
+    page.fill("#reason", "抽检不合格")
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("button.danger")
+    page.wait_for_timeout(300)
+    assert questions and hostile in questions[0], questions  # the name shown as written, not run
+    assert page.title() != "pwned"
+    assert "已撤销" not in page.locator("section.card").first.inner_text()  # dismissed: nothing happened
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("button.danger")
+    page.wait_for_load_state()
+    page.reload()
+    assert "已撤销" in page.content()
