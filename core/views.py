@@ -1,5 +1,6 @@
 """Kernel HTML pages: home, sign-in, registration, the village registry by county and the
 villages' sales targets, cooperatives and the administrators' budget units (预算单位)."""
+from decimal import Decimal, InvalidOperation
 from urllib.parse import quote
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
@@ -242,10 +243,22 @@ def _fen_to_yuan_text(fen: int) -> str:
     return f"{yuan}.{cents:02d}"
 
 
+def _share_text(typed: str) -> str:
+    """A share as people type it: "0.15", or "15%" / "15 ％" (the policy documents' way) → "0.15"."""
+    text = typed.strip().replace("％", "%")
+    if text.endswith("%"):
+        number = text[:-1].strip()
+        try:
+            return str((Decimal(number) / 100).normalize()) if number else text
+        except InvalidOperation:
+            return text  # the schema explains what is wrong
+    return text
+
+
 def _budget_unit_form(*, with_year: bool = False) -> tuple[dict, dict]:
     """Read the budget unit form into the service's input (budget in fen) and the errors found so far."""
     form = request.form
-    data = {"name": form.get("name", "").strip(), "reserved_share": form.get("reserved_share", "").strip()}
+    data = {"name": form.get("name", "").strip(), "reserved_share": _share_text(form.get("reserved_share", ""))}
     if form.get("reason", "").strip():
         data["reason"] = form["reason"].strip()
     year = form.get("year", "").strip()

@@ -71,7 +71,7 @@ def test_admin_edits_a_unit_and_the_page_shows_the_audited_change(client, make):
 @pytest.mark.parametrize("field,value", [
     ("annual_canteen_budget_yuan", "12.345"), ("annual_canteen_budget_yuan", "一百万"),
     ("annual_canteen_budget_yuan", ""), ("annual_canteen_budget_yuan", "-5"),
-    ("annual_canteen_budget_yuan", "99999999999999999"), ("reserved_share", "1.2"), ("reserved_share", "15%"),
+    ("annual_canteen_budget_yuan", "99999999999999999"), ("reserved_share", "1.2"), ("reserved_share", "150%"),
     ("name", ""),
 ])
 def test_bad_edit_shows_the_error_under_its_field_and_changes_nothing(client, make, field, value):
@@ -148,3 +148,12 @@ def test_anonymous_is_sent_to_login(client, make):
 def test_editing_an_unknown_unit_is_404(client, make):
     _admin(client, make)
     assert client.get("/budget-units/999999/edit").status_code == 404
+
+
+def test_the_share_may_be_typed_as_a_percentage(client, make):
+    _admin(client, make)
+    response = client.post("/budget-units/new", data=_form(name="百分比食堂", reserved_share="15%"))
+    assert response.status_code == 302
+    assert str(_unit("百分比食堂").reserved_share.normalize()) == "0.15"
+    refused = client.post("/budget-units/new", data=_form(name="乱填食堂", reserved_share="很多%"))
+    assert refused.status_code == 422 and _unit("乱填食堂") is None
