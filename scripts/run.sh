@@ -3,6 +3,13 @@
 set -euo pipefail
 source "$(dirname "$0")/_venv.sh" requirements.txt
 export FLASK_APP=wsgi
+# Demo only: a visibly fake 对公收款账户 so canteen orders show where to pay. Left alone if any of the
+# three is set; production sets real values (or none, and the pages say it is not configured).
+if [ -z "${BANK_TRANSFER_PAYEE:-}${BANK_TRANSFER_BANK:-}${BANK_TRANSFER_ACCOUNT:-}" ]; then
+  export BANK_TRANSFER_PAYEE="湘西州消费帮扶服务平台（演示）"
+  export BANK_TRANSFER_BANK="演示银行（仅供演示，请勿转账）"
+  export BANK_TRANSFER_ACCOUNT="演示账号 0000 0000 0000 0000"
+fi
 .venv/bin/flask setup
 .venv/bin/flask demo
 echo "打开 http://127.0.0.1:${PORT:-5000}/ （演示账号见 README）"
