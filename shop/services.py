@@ -26,6 +26,7 @@ from core.audit import record_event
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Role, User
+from core.money import format_yuan
 from core.signals import notify_products_changed
 from core.timeutil import shanghai_today, to_shanghai, utcnow
 from shop import payments, stock
@@ -599,8 +600,9 @@ def confirm_transfer(user: User, order_id: int, data: dict) -> Order:
         if order.status != OrderStatus.PENDING_PAYMENT.value:
             raise Conflict(f"订单当前状态为“{order.status_label}”，不能确认到账", code="invalid_order_status")
         if data["amount_fen"] != order.total_fen:
-            raise ValidationFailed("到账金额与订单应付金额不符", code="amount_mismatch",
-                                   fields={"amount_fen": [f"应为 {order.total_fen} 分"]})
+            raise ValidationFailed(f"到账金额 {format_yuan(data['amount_fen'])} 与订单应付金额 "
+                                   f"{format_yuan(order.total_fen)} 不符，请核对银行流水。", code="amount_mismatch",
+                                   fields={"amount_fen": [f"须等于订单应付金额 {format_yuan(order.total_fen)}"]})
         order.payment_reference = data["reference"].strip()
         _mark_paid(order, paid_at=utcnow(), actor=user, comment=f"银行流水号 {order.payment_reference}",
                    data={"amount_fen": data["amount_fen"], "reference": order.payment_reference})
@@ -649,8 +651,9 @@ def refund_order(user: User, order_id: int, data: dict) -> Order:
             raise Conflict(f"订单当前状态为“{order.status_label}”，不能退款", code="invalid_order_status")
         left = order.total_fen - order.refunded_fen
         if amount > left:
-            raise ValidationFailed("退款金额超过可退金额", code="refund_exceeds_paid",
-                                   fields={"amount_fen": [f"最多还可退 {left} 分"]})
+            raise ValidationFailed(f"退款金额 {format_yuan(amount)} 超过可退金额，该订单最多还可退 {format_yuan(left)}。",
+                                   code="refund_exceeds_paid",
+                                   fields={"amount_fen": [f"超过可退金额，最多还可退 {format_yuan(left)}"]})
         allocations = {a.id: a for a in order.allocations}
         parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen) for a in sorted(allocations.values(),
                                                                                                 key=lambda a: a.id)])
