@@ -1,16 +1,19 @@
 """Shop pages (Chinese, phone-first): storefront, product page, cart, checkout, the simulated
 Stripe checkout, my orders, the cooperative order book and the finance desk. Thin: parse the
 form, call a service, render or redirect."""
+from dataclasses import dataclass, field
+
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
 from core.auth import current_user, require_login, require_roles
-from core.errors import AppError
+from core.errors import AppError, Forbidden, NotFound
 from core.models import Role
+from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
 from core.village_registry import COUNTIES
-from shop import services, storefront
+from shop import services, settings, storefront
 from shop.schemas import OrderCreateSchema, RefundCreateSchema, ShipSchema, TransferConfirmSchema
 from shop.states import OrderStatus
 
@@ -198,7 +201,7 @@ def checkout():
     elif request.method == "POST":
         errors, status = {"_": ["购物车是空的"]}, 422
     return render_template("shop/checkout.html", cart=priced, canteen=canteen, errors=errors, form=form,
-                           user=user), status
+                           user=user, bank_account=settings.bank_transfer_account() if canteen else None), status
 
 
 def _to_payment(order):
@@ -207,7 +210,10 @@ def _to_payment(order):
         return redirect(url_for("shop.sandbox_checkout", session_id=order.checkout_session_id))
     if order.payment_provider == "stripe":
         return redirect(order.checkout_url)
-    flash("订单已提交，请按页面上的账户信息对公转账，财务确认到账后即安排发货。")
+    if settings.bank_transfer_account() is None:
+        flash("订单已提交。平台尚未配置对公收款账户，请暂勿转账，并联系平台财务人员获取账户。")
+    else:
+        flash("订单已提交，请按页面上的账户信息对公转账（附言填写订单号），财务确认到账后即安排发货。")
     return redirect(url_for("shop.order_detail", order_id=order.id))
 
 
@@ -240,44 +246,140 @@ def my_orders():
 @require_login
 def order_detail(order_id: int):
     """One order: the buyer's, finance's and admins' full view, or a cooperative's own part."""
+    return _order_page(order_id)
+
+
+def _order_page(order_id: int, failed: "FormFailure | None" = None, status: int = 200):
+    """Render an order as the caller may see it, with a refused action's message if any.
+
+    :raise NotFound: not visible to the caller.
+    """
     user = current_user()
     order, scope = services.get_order(user, order_id)
     lines = [line for line in order.lines if scope is None or line.cooperative_id == scope]
     fulfilments = [f for f in order.fulfilments if scope is None or f.cooperative_id == scope]
+    bank_account = settings.bank_transfer_account() if order.payment_method == "bank_transfer" else None
     return render_template("shop/order.html", order=order, scope=scope, lines=lines, fulfilments=fulfilments,
                            is_buyer=order.buyer_id == user.id, just_paid=request.args.get("paid") == "1",
                            finance=user.has_role(Role.FINANCE, Role.ADMIN), user=user,
-                           refundable=services.refundable(order))
+                           refundable=services.refundable(order), bank_account=bank_account,
+                           failed=failed), status
 
 
-def _act(order_id: int, action, success: str):
-    """Run an order action from a form, flash its outcome, and go back to the order."""
+# ---------------------------------------------------------------- order actions from forms
+
+#: Per action: what a refusal is called, and the Chinese label and form input of each schema field.
+#: The API keeps the schema's field names; only the pages speak in these labels.
+ACTIONS = {
+    "cancel": ("未能取消订单", {}),
+    "receipt": ("未能确认收货", {}),
+    "ship": ("未能标记发货", {"carrier": ("快递公司", "carrier"), "tracking_number": ("运单号", "tracking_number"),
+                          "cooperative_id": ("合作社", "cooperative_id")}),
+    "confirm_transfer": ("未能确认到账", {"amount_fen": ("到账金额", "amount_yuan"),
+                                      "reference": ("流水号", "reference")}),
+    "refund": ("未能退款", {"amount_fen": ("退款金额", "amount_yuan"), "reason": ("原因", "reason")}),
+}
+
+
+@dataclass
+class FormFailure:
+    """A refused order action, as the page shows it: a sentence leading the page, sentences under
+    the fields (keyed by form input name) and what was typed, so nothing has to be retyped."""
+
+    order_id: int
+    action: str
+    message: str
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)
+    #: Named on pages listing many orders.
+    order_number: str = ""
+
+
+class _FormInvalid(Exception):
+    """Form input refused before the service was called; ``fields`` are page sentences by input name."""
+
+    def __init__(self, fields: dict[str, list[str]]):
+        super().__init__(fields)
+        self.fields = fields
+
+
+def _field_sentence(label: str, typed: str, message) -> str:
+    """One Chinese sentence about a field: "请填写原因" when empty, else the label and why."""
+    if not typed.strip():
+        return f"请填写{label}"
+    text = "；".join(message) if isinstance(message, list) else str(message)
+    return text if text.startswith(label) else f"{label}：{text}"
+
+
+def _failure(order_id: int, action: str, exc: Exception) -> FormFailure:
+    """Turn a refused action into what the page shows: Chinese labels and sentences, never field
+    names, Python lists or fen."""
+    refused, labels = ACTIONS[action]
+    values = {name: request.form.get(name, "") for _, name in labels.values()}
+    if isinstance(exc, _FormInvalid):
+        return FormFailure(order_id, action, f"{refused}，请更正下面标出的内容。", exc.fields, values)
+    fields: dict[str, list[str]] = {}
+    if isinstance(exc, ValidationError):
+        for key, message in exc.messages.items():
+            label, name = labels.get(key, ("输入", key))
+            fields.setdefault(name, []).append(_field_sentence(label, values.get(name, ""), message))
+        return FormFailure(order_id, action, f"{refused}，请更正下面标出的内容。", fields, values)
+    for key, messages in exc.fields.items():
+        # A service's reason already reads as the rest of a sentence ("须等于订单应付金额 ¥1,180.00").
+        label, name = labels.get(key, ("", key))
+        fields.setdefault(name, []).extend(f"{label}{text}" for text in messages)
+    return FormFailure(order_id, action, exc.message, fields, values)
+
+
+def _act(order_id: int, action_name: str, action, success: str):
+    """Run an order action from a form: on success flash and go back (PRG); when refused, show the
+    same page again (answering 422/409) with the reason, and the typed values kept.
+
+    :raise NotFound, Forbidden: the caller may not see or act on this order (error page).
+    """
     try:
         action()
-    except ValidationError as exc:
-        flash("输入有误：" + "；".join(f"{k}: {v}" for k, v in exc.messages.items()))
+    except (ValidationError, _FormInvalid) as exc:
+        return _back_with(order_id, _failure(order_id, action_name, exc), 422)
+    except (NotFound, Forbidden):
+        raise
     except AppError as exc:
-        flash(exc.message + ("：" + "；".join(str(v) for v in exc.fields.values()) if exc.fields else ""))
-    else:
-        flash(success)
+        return _back_with(order_id, _failure(order_id, action_name, exc), exc.status)
+    flash(success)
     target = request.form.get("next")
     if target not in ("book", "finance"):
         return redirect(url_for("shop.order_detail", order_id=order_id))
     return redirect(url_for("shop.order_book" if target == "book" else "shop.finance_desk"))
 
 
+def _back_with(order_id: int, failed: FormFailure, status: int):
+    """Render the page the form was on (finance desk, order book or the order) with the failure.
+    Each page is only rendered for those allowed to see it; anyone else gets the order page."""
+    user = current_user()
+    target = request.form.get("next")
+    if target in ("finance", "book"):
+        failed.order_number = services.get_order(user, order_id)[0].number
+    if target == "finance" and user.has_role(Role.FINANCE, Role.ADMIN):
+        return _finance_page(failed), status
+    if target == "book" and user.has_role(Role.COOPERATIVE):
+        return _order_book_page(failed), status
+    return _order_page(order_id, failed, status)
+
+
 @bp.post("/orders/<int:order_id>/cancel")
 @require_login
 def cancel(order_id: int):
     """The buyer cancels an unpaid order."""
-    return _act(order_id, lambda: services.cancel_order(current_user(), order_id), "订单已取消，库存已释放")
+    return _act(order_id, "cancel", lambda: services.cancel_order(current_user(), order_id),
+                "订单已取消，库存已释放")
 
 
 @bp.post("/orders/<int:order_id>/receipt")
 @require_login
 def confirm_receipt(order_id: int):
     """The buyer confirms receipt."""
-    return _act(order_id, lambda: services.confirm_receipt(current_user(), order_id), "已确认收货，感谢支持脱贫村")
+    return _act(order_id, "receipt", lambda: services.confirm_receipt(current_user(), order_id),
+                "已确认收货，感谢支持脱贫村")
 
 
 @bp.post("/orders/<int:order_id>/ship")
@@ -286,11 +388,11 @@ def ship(order_id: int):
     """A cooperative marks its part shipped with a tracking number."""
     def action():
         """Load the form and call the service."""
-        data = ShipSchema().load({"carrier": request.form.get("carrier", ""),
+        data = ShipSchema().load({"carrier": request.form.get("carrier", "").strip(),
                                   "tracking_number": request.form.get("tracking_number", "").strip(),
                                   "cooperative_id": _quantity(request.form.get("cooperative_id"), 0) or None})
         services.ship_part(current_user(), order_id, data)
-    return _act(order_id, action, "已标记发货")
+    return _act(order_id, "ship", action, "已标记发货")
 
 
 @bp.post("/orders/<int:order_id>/confirm-transfer")
@@ -299,10 +401,9 @@ def confirm_transfer(order_id: int):
     """Finance confirms a bank transfer."""
     def action():
         """Load the form and call the service."""
-        data = TransferConfirmSchema().load({"amount_fen": _fen(request.form.get("amount_yuan")),
-                                             "reference": request.form.get("reference", "")})
+        data = _load_money_form(TransferConfirmSchema(), "confirm_transfer", "reference")
         services.confirm_transfer(current_user(), order_id, data)
-    return _act(order_id, action, "已确认到账，订单已付款")
+    return _act(order_id, "confirm_transfer", action, "已确认到账，订单已付款")
 
 
 @bp.post("/orders/<int:order_id>/refund")
@@ -311,35 +412,62 @@ def refund(order_id: int):
     """Finance or an admin refunds part or all of a paid order."""
     def action():
         """Load the form and call the service."""
-        data = RefundCreateSchema().load({"amount_fen": _fen(request.form.get("amount_yuan")),
-                                          "reason": request.form.get("reason", "")})
+        data = _load_money_form(RefundCreateSchema(), "refund", "reason")
         services.refund_order(current_user(), order_id, data)
-    return _act(order_id, action, "退款已完成")
+    return _act(order_id, "refund", action, "退款已完成")
 
 
-def _fen(raw: str | None):
-    """Parse a yuan amount typed by a person ("12.5") into integer fen, or return the raw text
-    so the schema reports it as invalid."""
-    text = (raw or "").strip().replace(",", "").replace("¥", "")
-    whole, _, cents = text.partition(".")
-    if whole.isdigit() and (cents == "" or (cents.isdigit() and len(cents) <= 2)):
-        return int(whole) * 100 + int((cents + "00")[:2])
-    return text
+def _load_money_form(schema, action: str, text_field: str) -> dict:
+    """Load a form of a yuan amount ("1,180.50") and one text field through ``schema``.
+
+    The amount is read here because people type yuan while the schema takes fen: the schema's
+    "必须是整数" would be wrong about what they typed.
+
+    :raise _FormInvalid: one Chinese sentence per wrong input, keyed by input name.
+    """
+    labels = ACTIONS[action][1]
+    amount_label, text_label = labels["amount_fen"][0], labels[text_field][0]
+    raw_amount = request.form.get("amount_yuan", "")
+    text = request.form.get(text_field, "").strip()
+    fen = parse_yuan(raw_amount)
+    try:
+        return schema.load({"amount_fen": fen if fen is not None else raw_amount, text_field: text})
+    except ValidationError as exc:
+        problems = {}
+        if not raw_amount.strip():
+            problems["amount_yuan"] = [f"请填写{amount_label}"]
+        elif fen is None:
+            problems["amount_yuan"] = [f"{amount_label}请填写以元为单位的数字，如 1180 或 1180.50"]
+        elif "amount_fen" in exc.messages:
+            problems["amount_yuan"] = [f"{amount_label}须大于 {format_yuan(0)}"]
+        if text_field in exc.messages:
+            problems[text_field] = [_field_sentence(text_label, text, exc.messages[text_field])]
+        raise _FormInvalid(problems) from exc
 
 
 @bp.get("/cooperative/orders")
 @require_roles(Role.COOPERATIVE)
 def order_book():
     """The cooperative's order book: its paid lines, those to ship first."""
+    return _order_book_page()
+
+
+def _order_book_page(failed: FormFailure | None = None):
+    """Render the caller's order book, with a refused shipment's message if any."""
     user = current_user()
     return render_template("shop/order_book.html", book=services.cooperative_order_book(user),
-                           cooperative=storefront.cooperative_name(user.cooperative_id))
+                           cooperative=storefront.cooperative_name(user.cooperative_id), failed=failed)
 
 
 @bp.get("/finance/orders")
 @require_roles(Role.FINANCE, Role.ADMIN)
 def finance_desk():
     """Payments awaiting confirmation, recent payments, refunds and payment alerts."""
+    return _finance_page()
+
+
+def _finance_page(failed: FormFailure | None = None):
+    """Render the finance desk, with a refused confirmation's message if any."""
     return render_template("shop/finance.html", **services.finance_overview(),
-                           can_confirm=current_user().has_role(Role.FINANCE))
+                           can_confirm=current_user().has_role(Role.FINANCE), failed=failed)
 
