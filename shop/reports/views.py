@@ -140,8 +140,12 @@ def _pace(share: dict) -> dict | None:
 
 
 def _canteen_context(year: int) -> dict:
-    """What both canteen pages need: the year choices and the formatting helpers."""
-    return {"years": _years(year), "percent": _percent, "bar": _bar, "money": _money,
+    """What both canteen pages need: the year choices (next year too: its budget is set in
+    advance) and the formatting helpers."""
+    years = _years(year)
+    if services.default_year() + 1 not in years:
+        years.insert(0, services.default_year() + 1)
+    return {"years": years, "percent": _percent, "bar": _bar, "money": _money,
             "current_year": services.default_year(), "policy_min_share": POLICY_MIN_SHARE}
 
 

@@ -277,3 +277,13 @@ def test_dashboard_folds_units_beyond_the_first_ten(client, make, official):
     _sign_in(client, official)
     section = _page(client, "/reports").split('id="canteen-shares"')[1].split("</section>")[0]
     assert section.count("data-unit-id=") == 12 and "其余 2 个单位" in section
+
+
+def test_the_canteen_page_offers_next_year_whose_budget_is_set_in_advance(client, make):
+    from core.timeutil import shanghai_today
+
+    buyer = make.user(Role.CANTEEN_BUYER)
+    _sign_in(client, buyer)
+    page = _page(client, f"/reports/canteens/{buyer.budget_unit_id}")
+    next_year = shanghai_today().year + 1
+    assert f'<option value="{next_year}"' in page
