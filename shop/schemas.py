@@ -45,7 +45,7 @@ class OrderCreateSchema(_Lenient):
     lines = fields.List(fields.Nested(OrderLineInSchema), required=True, error_messages=REQUIRED,
                         validate=validate.Length(min=1, max=50, error="订单须有 1 到 50 行"))
     payment_method = fields.String(required=True, error_messages=REQUIRED,
-                                   validate=validate.OneOf(PAYMENT_METHODS, error="支付方式须为 stripe 或 bank_transfer"))
+                                   validate=validate.OneOf(PAYMENT_METHODS, error="支付方式须为在线支付（stripe）或对公转账（bank_transfer）"))
     shipping = fields.Nested(ShippingSchema, required=True, error_messages=REQUIRED)
     purchase_order_no = fields.String(load_default=None, allow_none=True,
                                       validate=validate.Length(min=1, max=64, error="长度须为 1 到 64"))
