@@ -2,14 +2,23 @@
 canteen budget unit and one account per role.
 
 This module is a composition root: after the kernel's own records it asks each domain
-package that has demo data to add it (products, certificates, batches, orders).
+package that has demo data to add it (products, certificates, batches, orders), handing each
+the same ``DemoTimeline`` so that together they tell one story in time order.
 """
+from collections.abc import Callable, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from time import monotonic
+
 import sqlalchemy as sa
 
+import core.timeutil
 from core.extensions import db
 from core.identifiers import credit_code_check_char
 from core.budget_units import create_budget_unit
 from core.models import Cooperative, Role, User, Village
+from core.timeutil import SHANGHAI, shanghai_today, utcnow
 
 DEMO_PASSWORD = "xiangban2025"
 
@@ -41,6 +50,143 @@ DEMO_ACCOUNTS = (
 )
 
 
+# ---------------------------------------------------------------- the story's time
+
+#: The cooperatives join and their products are certified this many months before the month the
+#: demo runs in. Why so long before the sales, which cover the last 12 months: a batch can only be
+#: registered for a certified product, and each product's first batch waits for its harvest
+#: season (tea in spring and autumn, kiwifruit in October); six months of seasons before the
+#: first sale give every month of sales some stock.
+FOUNDED_MONTHS_AGO = 18
+#: Online sales are spread over this many months back, the current one included.
+SALES_MONTHS = 12
+
+
+class _ReplayedClock:
+    """Stands in for the ``datetime`` class inside core.timeutil while the demo replays a step.
+
+    ``now()`` runs on from the step's moment at the real pace (so the records of one step keep
+    their order); everything else, constructing dates included, is the real ``datetime``.
+    """
+
+    def __init__(self, origin: datetime):
+        """Start the replayed clock at ``origin`` (aware)."""
+        self._origin = origin
+        self._started = monotonic()
+
+    def now(self, tz=None) -> datetime:
+        """The replayed "now", in ``tz`` (naive local time without one, as ``datetime.now``)."""
+        moment = self._origin + timedelta(seconds=monotonic() - self._started)
+        return moment.astimezone(tz) if tz is not None else moment.astimezone().replace(tzinfo=None)
+
+    def __call__(self, *args, **kwargs) -> datetime:
+        """Construct a real ``datetime``."""
+        return datetime(*args, **kwargs)
+
+    def __getattr__(self, name):
+        """Everything but ``now`` is the real class's."""
+        return getattr(datetime, name)
+
+
+@dataclass(frozen=True)
+class DemoTimeline:
+    """When the demo's story happens, always relative to the day the demo runs.
+
+    - The cooperatives, accounts and the canteen's budget unit appear on ``founded`` (the first
+      day of the month ``FOUNDED_MONTHS_AGO`` months back); most products are certified within
+      the following fortnight, so every certificate (its application, the county and prefecture
+      decisions and their audit events) predates every batch and every sale.
+    - Batches are produced in their real seasons after certification, up to yesterday, each
+      registered (生产赋码) on its production day; shipments to the hub follow it.
+    - Online sales are spread over the last ``SALES_MONTHS`` months rather than "this year": in
+      January this year has a few days only, and a year of history gives the monthly reports
+      something to show on any day. Some sales always fall in the current year (one in this
+      month's days so far, the canteen's transfer paid in this year's days so far), so this
+      year's reports are never empty, even on 1 January.
+    - Nothing happens after ``now``: ``clock`` refuses a moment in the future.
+
+    The services read the time themselves (``core.timeutil.utcnow``), so each step of the story
+    runs through them under ``clock(moment)``: every row, order number and audit event is written
+    with the time it happened, and the audit chain hashes that time as it would any other.
+    """
+
+    today: date
+    now: datetime
+
+    @classmethod
+    def ending_today(cls) -> "DemoTimeline":
+        """The story ending now; if ``today`` is not the real today (a frozen test day), at its 23:59."""
+        today = shanghai_today()
+        start = datetime.combine(today, time.min, SHANGHAI)
+        return cls(today=today, now=min(max(utcnow(), start), start + timedelta(hours=23, minutes=59)))
+
+    @property
+    def founded(self) -> date:
+        """The day the story starts (the cooperatives join the brand)."""
+        return self.month_start(FOUNDED_MONTHS_AGO)
+
+    @property
+    def year_start(self) -> datetime:
+        """Midnight of 1 January of the current Shanghai year."""
+        return datetime(self.today.year, 1, 1, tzinfo=SHANGHAI)
+
+    def month_start(self, months_ago: int) -> date:
+        """The first day of the month ``months_ago`` months before the current one."""
+        index = self.today.year * 12 + self.today.month - 1 - months_ago
+        return date(index // 12, index % 12 + 1, 1)
+
+    def moment(self, day: date, hour: int, minute: int = 0) -> datetime:
+        """Beijing wall-clock time ``hour:minute`` on ``day``."""
+        return datetime.combine(day, time(hour, minute), SHANGHAI)
+
+    def days_ago(self, days: int, hour: int, minute: int = 0) -> datetime:
+        """Beijing wall-clock time on the day ``days`` (at least 1) before today."""
+        return self.moment(self.today - timedelta(days=days), hour, minute)
+
+    def so_far(self, since: datetime, fraction: float) -> datetime:
+        """The moment ``fraction`` of the way from ``since`` to now (within today's first minutes too)."""
+        return since + (self.now - since) * fraction
+
+    @contextmanager
+    def clock(self, moment: datetime):
+        """Run the block as if it were ``moment``: ``core.timeutil``'s clock starts there.
+
+        Why patch ``core.timeutil.datetime``: every service, model default and date helper reads
+        the time through ``core.timeutil.utcnow``, which reads ``datetime.now`` from that module,
+        so this one place moves them all (names imported elsewhere included). The demo is a
+        one-shot command; the search indexer's background thread, if it reads the time meanwhile,
+        sees the story's too, which is harmless as the search hook rebuilds the index last. The
+        block restores the real clock however it ends.
+
+        :raise ValueError: ``moment`` is after the story's present.
+        """
+        if moment > self.now:
+            raise ValueError(f"demo step at {moment.isoformat()} is after the story's present {self.now.isoformat()}")
+        real = core.timeutil.datetime
+        core.timeutil.datetime = _ReplayedClock(moment)
+        try:
+            if abs(core.timeutil.utcnow() - moment) > timedelta(minutes=1):
+                raise RuntimeError("core.timeutil.utcnow no longer reads core.timeutil.datetime; "
+                                   "the demo cannot replay its timeline")
+            yield
+        finally:
+            core.timeutil.datetime = real
+
+    def run(self, steps: Iterable[tuple[datetime, Callable[[], None]]]) -> None:
+        """Run ``(moment, step)`` pairs in time order (ties in the given order), each at its moment.
+
+        A step due while the one before was still running on the replayed clock starts when that
+        one ended, so the records of two steps never interleave in time.
+        """
+        ended = None
+        for moment, step in sorted(steps, key=lambda pair: pair[0]):
+            if ended is not None and ended > moment:
+                moment = min(ended, self.now)
+            with self.clock(moment):
+                step()
+                ended = core.timeutil.utcnow()
+
+
 def demo_credit_code(seed: int) -> str:
     """Return a well-formed credit code for demo cooperative ``seed`` (93 = 农民专业合作社)."""
     body = f"93433100MA{seed:06d}X"[:17].replace("X", "Y")
@@ -55,9 +201,22 @@ def _village(county: str, township: str, name: str) -> Village:
 
 
 def load_demo() -> list[str]:
-    """Create the demo records once; report what was done, line by line."""
+    """Create the demo records once, dated along one timeline ending now; report what was done, line by line."""
     if db.session.scalar(sa.select(User.id).where(User.email == DEMO_ACCOUNTS[0][0])) is not None:
         return ["演示数据已存在，未重复加载。"]
+    timeline = DemoTimeline.ending_today()
+    with timeline.clock(timeline.moment(timeline.founded, 9)):
+        cooperatives = _load_kernel_records()
+    lines = [f"已创建 {len(cooperatives)} 个合作社、1 个预算单位、{len(DEMO_ACCOUNTS)} 个演示账号（密码 {DEMO_PASSWORD}）。",
+             f"演示故事：{timeline.founded.isoformat()} 合作社加入并申请认定，"
+             f"销售分布在截至 {timeline.today.isoformat()} 的 {SALES_MONTHS} 个月。"]
+    for hook in _domain_demo_hooks():
+        lines.extend(hook(timeline))
+    return lines
+
+
+def _load_kernel_records() -> list[Cooperative]:
+    """The cooperatives, the canteen's budget unit and the demo accounts (at the clock's time)."""
     cooperatives = []
     for index, (name, county, township, village_name, contact) in enumerate(DEMO_COOPERATIVES, start=1):
         cooperative = Cooperative(name=name, credit_code=demo_credit_code(index),
@@ -77,14 +236,16 @@ def load_demo() -> list[str]:
         user.set_password(DEMO_PASSWORD)
         db.session.add(user)
     db.session.commit()
-    lines = [f"已创建 {len(cooperatives)} 个合作社、1 个预算单位、{len(DEMO_ACCOUNTS)} 个演示账号（密码 {DEMO_PASSWORD}）。"]
-    for hook in _domain_demo_hooks():
-        lines.extend(hook())
-    return lines
+    return cooperatives
 
 
 def _domain_demo_hooks():
-    """Demo loaders of the domain packages, in dependency order."""
+    """Demo loaders of the domain packages, in dependency order; each takes the ``DemoTimeline``.
+
+    Each runs its own steps in time order, so a subject's records (and audit events) are in time
+    order; across packages the audit ids follow the call order, not the time (the two applications
+    still waiting, made in the last days, are recorded before the batches of months ago).
+    """
     from certification import demo as certification_demo
     from search import demo as search_demo  # after everything: indexes the final catalogue and stock
     from shop import demo as shop_demo  # last: orders need certified products and their batches

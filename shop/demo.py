@@ -1,25 +1,46 @@
-"""Demo orders through the real shop code: online orders paid in the simulated checkout (the
-signed webhook path), a canteen order paid by bank transfer and confirmed by finance, one
-shipped and received, one partly refunded, and one canteen order still awaiting its transfer.
+"""Demo orders through the real shop code, along the demo's timeline.
 
-Orders are placed today but their payment times are moved back over the months of 2026 (the
-one thing the real flows cannot do), so the village sales reports have a year to show.
+Online orders are paid in the simulated checkout (the signed webhook path) over the last twelve
+months, one of them in this month's days so far. Each is shipped the day after payment and
+received four days after it when those days have come (one was partly refunded after it arrived
+damaged), so the latest two are one on its way and one still to ship. A canteen order was paid by bank transfer
+(finance confirmed it two days after it was placed, this year, so this year's canteen report has
+a purchase even in January) and received; another, placed a few hours ago, awaits its transfer.
+
+Each order takes only stock produced before its day (see ``stock_produced_before``).
 """
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
 import sqlalchemy as sa
 
-from certification.gate import sellable_clause
+from certification.gate import is_sellable, sellable_clause
 from certification.models import Product
+from core.demo import DemoTimeline
 from core.extensions import db
 from core.models import User
-from core.timeutil import SHANGHAI
+from core.timeutil import to_shanghai
 from shop import payments, services
-from shop.models import Order, OrderAllocation
-from traceability.services import available_quantities
+from shop.models import Order
+from traceability.demo import stock_produced_before
 
-# (Shanghai month of payment in 2026, units of the 1st product, units of the 2nd or 0)
-ONLINE_ORDERS = ((2, 2, 0), (4, 1, 1), (6, 3, 0), (8, 2, 1), (9, 1, 0), (10, 2, 2), (11, 1, 0))
+# (months ago, day of the month) of the online orders paid in earlier months, at 10:00 and later.
+MONTHLY_ORDERS = ((11, 6), (9, 17), (8, 23), (6, 12), (5, 9), (3, 20), (2, 14), (1, 8))
+# Besides those: one this month (this fraction of its days so far) and two in the last hours.
+THIS_MONTH_FRACTION = 0.4
+RECENT_HOURS_AGO = (50, 4)
+# Units of the first and of the second product (0: none) of each online order, oldest first.
+ORDER_UNITS = ((2, 0), (1, 1), (3, 0), (2, 1), (1, 0), (2, 2), (1, 0), (2, 1), (1, 0), (2, 0), (1, 1))
+# Which online order (oldest first) was partly refunded after it arrived.
+REFUNDED_ORDER = 2
+SHIPPED_AFTER = timedelta(hours=22)
+RECEIVED_AFTER = timedelta(days=4, hours=3)
+REFUNDED_AFTER = timedelta(days=5, hours=2)
+# The canteen's transfer arrives this long after its order; the paid one is confirmed this far
+# into this year's days so far.
+TRANSFER_TAKES = timedelta(days=2)
+CANTEEN_PAID_FRACTION = 0.5
+PENDING_CANTEEN_HOURS_AGO = 3
 ADDRESSES = (
     ("李小花", "13807430001", "湖南省长沙市岳麓区麓山南路 932 号"),
     ("王建国", "13807430002", "山东省济南市历下区泉城路 180 号"),
@@ -34,91 +55,165 @@ def _user(email: str) -> User | None:
     return db.session.scalar(sa.select(User).where(User.email == email))
 
 
-def _backdate(order_id: int, paid_at: datetime) -> None:
-    """Move an order's placement and payment to ``paid_at`` (demo only: reports need a year)."""
-    moment = paid_at.astimezone(SHANGHAI)
-    db.session.execute(sa.update(Order).where(Order.id == order_id).values(
-        number=f"XB{moment:%Y%m%d}-{order_id:06d}", created_at=moment, reserved_until=moment, paid_at=moment))
-    db.session.execute(sa.update(OrderAllocation).where(OrderAllocation.order_id == order_id).values(paid_at=moment))
-    db.session.commit()
-
-
-def _month(month: int, day: int = 15, hour: int = 10) -> datetime:
-    """A Shanghai moment in 2026."""
-    return datetime(2026, month, day, hour, 0, tzinfo=SHANGHAI)
-
-
 def _shipping(index: int) -> dict:
     """One of the demo shipping addresses."""
     name, phone, address = ADDRESSES[index % len(ADDRESSES)]
     return {"name": name, "phone": phone, "address": address}
 
 
-def load() -> list[str]:
-    """Create the demo orders once; report what was done."""
+def online_payment_times(timeline: DemoTimeline) -> list[datetime]:
+    """When each demo online order is placed and paid, oldest first (``ORDER_UNITS`` long)."""
+    monthly = [timeline.moment(timeline.month_start(months_ago).replace(day=day), 10 + index % 9, 5 * index)
+               for index, (months_ago, day) in enumerate(MONTHLY_ORDERS)]
+    this_month = timeline.so_far(timeline.moment(timeline.month_start(0), 0), THIS_MONTH_FRACTION)
+    recent = [timeline.now - timedelta(hours=hours) for hours in RECENT_HOURS_AGO]
+    return sorted([*monthly, this_month, *recent])
+
+
+def _stock_on(products: list[Product], moment: datetime) -> dict[int, int]:
+    """Units per product sellable on ``moment``'s day, from batches produced before that day."""
+    day = to_shanghai(moment).date()
+    stock = stock_produced_before([p.id for p in products], day)
+    return {p.id: stock[p.id] for p in products if is_sellable(p, day)}
+
+
+class _OrderStory:
+    """The demo's orders as steps on the timeline: what is bought when, and what follows each payment."""
+
+    def __init__(self, timeline: DemoTimeline, products: list[Product], consumer: User, canteen: User,
+                 finance: User, admin: User):
+        """Start with no steps and no orders."""
+        self.timeline, self.products = timeline, products
+        self.consumer, self.canteen, self.finance, self.admin = consumer, canteen, finance, admin
+        self.steps: list[tuple[datetime, partial]] = []
+        self.orders: dict[str, int] = {}  # a planned order's name → the order made, once made
+
+    def plan_online(self) -> None:
+        """Online orders over the last twelve months, each followed by what was due by now."""
+        for index, moment in enumerate(online_payment_times(self.timeline)):
+            self.steps.append((moment, partial(self.sell_online, index, moment)))
+            self.plan_follow_up(f"online-{index}", self.consumer, moment, refund=index == REFUNDED_ORDER)
+
+    def plan_canteen(self) -> None:
+        """The canteen's order paid this year (and received if due) and the one awaiting its transfer."""
+        paid = self.timeline.so_far(self.timeline.year_start, CANTEEN_PAID_FRACTION)
+        placed = paid - TRANSFER_TAKES
+        self.steps.append((placed, partial(self.order_for_canteen, "canteen", placed, False)))
+        self.steps.append((paid, partial(self.confirm_transfer, "canteen", paid)))
+        self.plan_follow_up("canteen", self.canteen, paid)
+        pending = self.timeline.now - timedelta(hours=PENDING_CANTEEN_HOURS_AGO)
+        self.steps.append((pending, partial(self.order_for_canteen, "canteen-pending", pending, True)))
+
+    def plan_follow_up(self, name: str, buyer: User, paid: datetime, refund: bool = False) -> None:
+        """Plan what follows the payment of order ``name`` and is due by now: shipment, receipt, a refund."""
+        due = [(SHIPPED_AFTER, self.ship), (RECEIVED_AFTER, partial(self.receive, buyer))]
+        if refund:
+            due.append((REFUNDED_AFTER, self.refund_part))
+        for after, step in due:
+            if paid + after <= self.timeline.now:
+                self.steps.append((paid + after, partial(step, name)))
+
+    # ---- the steps (each runs at its moment; a step whose order was never made does nothing)
+
+    def sell_online(self, index: int, moment: datetime) -> None:
+        """Online order ``index``: placed and paid in the simulated checkout at ``moment``."""
+        first_qty, second_qty = ORDER_UNITS[index]
+        stock = _stock_on(self.products, moment)
+        firsts = [p for p in self.products if stock.get(p.id, 0) >= first_qty]
+        if not firsts:
+            return
+        first = firsts[index % len(firsts)]
+        wanted = {first.id: first_qty}
+        seconds = [p for p in self.products if second_qty and p.id != first.id and stock.get(p.id, 0) >= second_qty]
+        if seconds:
+            wanted[seconds[index % len(seconds)].id] = second_qty
+        order, _ = services.place_order(self.consumer, {
+            "lines": [{"product_id": pid, "quantity": qty} for pid, qty in wanted.items()],
+            "payment_method": "stripe", "shipping": _shipping(index)})
+        services.pay_in_sandbox(order.checkout_session_id)
+        self.orders[f"online-{index}"] = order.id
+
+    def order_for_canteen(self, name: str, moment: datetime, pick_last: bool) -> None:
+        """A canteen order of one bulk product at its minimum quantity, by 对公转账."""
+        stock = _stock_on(self.products, moment)
+        bulk = [p for p in self.products if p.bulk_moq and stock.get(p.id, 0) >= p.bulk_moq]
+        if not bulk:
+            return
+        product = bulk[-1] if pick_last else bulk[0]
+        order, _ = services.place_order(self.canteen, {
+            "lines": [{"product_id": product.id, "quantity": product.bulk_moq}], "payment_method": "bank_transfer",
+            "shipping": dict(zip(("name", "phone", "address"), CANTEEN_SHIPPING)),
+            "purchase_order_no": f"XZJG-{to_shanghai(moment):%Y-%m%d}", "invoice": CANTEEN_INVOICE})
+        self.orders[name] = order.id
+
+    def confirm_transfer(self, name: str, moment: datetime) -> None:
+        """Finance confirms the canteen's transfer for order ``name``."""
+        if name in self.orders:
+            order = db.session.get(Order, self.orders[name])
+            services.confirm_transfer(self.finance, order.id, {
+                "amount_fen": order.total_fen, "reference": f"HX{to_shanghai(moment):%Y%m%d}-0088"})
+
+    def ship(self, name: str) -> None:
+        """Every cooperative of order ``name`` ships its part."""
+        if name in self.orders:
+            order = db.session.get(Order, self.orders[name])
+            for cooperative_id in [f.cooperative_id for f in order.fulfilments]:
+                services.ship_part(self.admin, order.id, {"carrier": "顺丰速运", "tracking_number": f"SF7{order.id:09d}",
+                                                          "cooperative_id": cooperative_id})
+
+    def receive(self, buyer: User, name: str) -> None:
+        """The buyer confirms receipt of order ``name``."""
+        if name in self.orders:
+            services.confirm_receipt(buyer, self.orders[name])
+
+    def refund_part(self, name: str) -> None:
+        """Finance refunds a third of order ``name`` after one item arrived damaged."""
+        if name in self.orders:
+            order = db.session.get(Order, self.orders[name])
+            services.refund_order(self.finance, order.id, {"amount_fen": order.total_fen // 3,
+                                                           "reason": "到货一件包装破损，协商部分退款"})
+
+    def report(self) -> list[str]:
+        """What was made, line by line."""
+        lines = []
+        online = [db.session.get(Order, order_id) for name, order_id in self.orders.items()
+                  if name.startswith("online-")]
+        if online:
+            statuses = [order.status for order in online]
+            first, last = min(o.paid_at for o in online), max(o.paid_at for o in online)
+            lines.append(f"已创建 {len(online)} 笔在线订单（模拟支付，{to_shanghai(first):%Y-%m-%d} 至 "
+                         f"{to_shanghai(last):%Y-%m-%d}），其中 {statuses.count('completed')} 笔已确认收货、"
+                         f"{statuses.count('partially_refunded')} 笔部分退款、{statuses.count('shipped')} 笔运输中、"
+                         f"{statuses.count('paid')} 笔待发货。")
+        if "canteen" in self.orders:
+            order = db.session.get(Order, self.orders["canteen"])
+            line = order.lines[0]
+            lines.append(f"已创建 1 笔机关食堂订单（{line.product_name} {line.quantity}{line.unit}，对公转账，"
+                         f"财务于 {to_shanghai(order.paid_at):%Y-%m-%d} 确认到账）。")
+        if "canteen-pending" in self.orders:
+            lines.append("另有 1 笔机关食堂订单待财务确认对公转账（见“收款与退款”）。")
+        return lines
+
+
+def load(timeline: DemoTimeline | None = None) -> list[str]:
+    """Create the demo orders once, along ``timeline``; report what was done."""
+    timeline = timeline or DemoTimeline.ending_today()
     consumer, canteen = _user("consumer@xiangban.test"), _user("canteen@xiangban.test")
     finance, admin = _user("finance@xiangban.test"), _user("admin@xiangban.test")
     if None in (consumer, canteen, finance, admin):
         return ["演示账号缺失，未加载演示订单。"]
     if db.session.scalar(sa.select(sa.func.count(Order.id))):
         return ["已有订单，未重复加载演示订单。"]
-    products = list(db.session.scalars(sa.select(Product).where(sellable_clause()).order_by(Product.id)))
-    stock = available_quantities([p.id for p in products])
-    stocked = [p for p in products if stock[p.id] > 0]
-    if not stocked:
+    products = list(db.session.scalars(
+        sa.select(Product).where(sellable_clause(timeline.today)).order_by(Product.id)))
+    if not any(_stock_on(products, timeline.now).values()):
         return ["没有可售库存（需先有认定产品和批次），未创建演示订单。"]
+    story = _OrderStory(timeline, products, consumer, canteen, finance, admin)
     lines = []
-    paid = []
     if payments.stripe_enabled():
         lines.append("已配置 STRIPE_SECRET_KEY：跳过演示在线订单，以免在 Stripe 上创建支付会话。")
     else:
-        for index, (month, first_qty, second_qty) in enumerate(ONLINE_ORDERS):
-            first = stocked[index % len(stocked)]
-            second = stocked[(index + 1) % len(stocked)]
-            wanted = {first.id: first_qty}
-            if second_qty and second.id != first.id:
-                wanted[second.id] = second_qty
-            if any(stock[pid] < qty for pid, qty in wanted.items()):
-                continue
-            order, _ = services.place_order(consumer, {
-                "lines": [{"product_id": pid, "quantity": qty} for pid, qty in wanted.items()],
-                "payment_method": "stripe", "shipping": _shipping(index)})
-            for pid, qty in wanted.items():
-                stock[pid] -= qty
-            services.pay_in_sandbox(order.checkout_session_id)
-            _backdate(order.id, _month(month))
-            paid.append(order.id)
-        if paid:
-            oldest = db.session.get(Order, paid[0])
-            for fulfilment in list(oldest.fulfilments):
-                services.ship_part(admin, oldest.id, {"carrier": "顺丰速运", "tracking_number": f"SF7{oldest.id:09d}",
-                                                      "cooperative_id": fulfilment.cooperative_id})
-            services.confirm_receipt(consumer, oldest.id)
-        if len(paid) > 2:
-            refunded = db.session.get(Order, paid[2])
-            services.refund_order(finance, refunded.id, {"amount_fen": refunded.total_fen // 3,
-                                                         "reason": "到货一件包装破损，协商部分退款"})
-        lines.append(f"已创建 {len(paid)} 笔在线订单（模拟支付，付款时间分布在 2026 年各月），"
-                     "其中 1 笔已发货并确认收货、1 笔部分退款。")
-
-    bulk = [p for p in stocked if p.bulk_moq and stock[p.id] >= p.bulk_moq]
-    if bulk:
-        product = bulk[0]
-        quantity = product.bulk_moq
-        order, _ = services.place_order(canteen, {
-            "lines": [{"product_id": product.id, "quantity": quantity}], "payment_method": "bank_transfer",
-            "shipping": dict(zip(("name", "phone", "address"), CANTEEN_SHIPPING)),
-            "purchase_order_no": "XZJG-2026-0615", "invoice": CANTEEN_INVOICE})
-        stock[product.id] -= quantity
-        services.confirm_transfer(finance, order.id, {"amount_fen": order.total_fen, "reference": "HX20260620-0088"})
-        _backdate(order.id, _month(6, 20, 15))
-        lines.append(f"已创建 1 笔机关食堂订单（{product.name} {quantity}{product.unit}，对公转账，财务已确认到账）。")
-        waiting = [p for p in bulk if stock[p.id] >= p.bulk_moq]
-        if waiting:
-            product = waiting[-1]
-            services.place_order(canteen, {
-                "lines": [{"product_id": product.id, "quantity": product.bulk_moq}], "payment_method": "bank_transfer",
-                "shipping": dict(zip(("name", "phone", "address"), CANTEEN_SHIPPING)),
-                "purchase_order_no": "XZJG-2026-1128", "invoice": CANTEEN_INVOICE})
-            lines.append("另有 1 笔机关食堂订单待财务确认对公转账（见“收款与退款”）。")
-    return lines
+        story.plan_online()
+    story.plan_canteen()
+    timeline.run(story.steps)
+    return lines + story.report()
