@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from time import monotonic
 
 import sqlalchemy as sa
 
@@ -18,7 +17,7 @@ from core.extensions import db
 from core.identifiers import credit_code_check_char
 from core.budget_units import create_budget_unit
 from core.models import Cooperative, Role, User, Village
-from core.timeutil import SHANGHAI, shanghai_today, utcnow
+from core.timeutil import SHANGHAI, replay_clock, shanghai_today, utcnow
 
 DEMO_PASSWORD = "xiangban2025"
 
@@ -60,32 +59,6 @@ DEMO_ACCOUNTS = (
 FOUNDED_MONTHS_AGO = 18
 #: Online sales are spread over this many months back, the current one included.
 SALES_MONTHS = 12
-
-
-class _ReplayedClock:
-    """Stands in for the ``datetime`` class inside core.timeutil while the demo replays a step.
-
-    ``now()`` runs on from the step's moment at the real pace (so the records of one step keep
-    their order); everything else, constructing dates included, is the real ``datetime``.
-    """
-
-    def __init__(self, origin: datetime):
-        """Start the replayed clock at ``origin`` (aware)."""
-        self._origin = origin
-        self._started = monotonic()
-
-    def now(self, tz=None) -> datetime:
-        """The replayed "now", in ``tz`` (naive local time without one, as ``datetime.now``)."""
-        moment = self._origin + timedelta(seconds=monotonic() - self._started)
-        return moment.astimezone(tz) if tz is not None else moment.astimezone().replace(tzinfo=None)
-
-    def __call__(self, *args, **kwargs) -> datetime:
-        """Construct a real ``datetime``."""
-        return datetime(*args, **kwargs)
-
-    def __getattr__(self, name):
-        """Everything but ``now`` is the real class's."""
-        return getattr(datetime, name)
 
 
 @dataclass(frozen=True)
@@ -149,28 +122,16 @@ class DemoTimeline:
 
     @contextmanager
     def clock(self, moment: datetime):
-        """Run the block as if it were ``moment``: ``core.timeutil``'s clock starts there.
-
-        Why patch ``core.timeutil.datetime``: every service, model default and date helper reads
-        the time through ``core.timeutil.utcnow``, which reads ``datetime.now`` from that module,
-        so this one place moves them all (names imported elsewhere included). The demo is a
+        """Run the block as if it were ``moment`` (``core.timeutil.replay_clock``). The demo is a
         one-shot command; the search indexer's background thread, if it reads the time meanwhile,
-        sees the story's too, which is harmless as the search hook rebuilds the index last. The
-        block restores the real clock however it ends.
+        sees the story's too, which is harmless as the search hook rebuilds the index last.
 
         :raise ValueError: ``moment`` is after the story's present.
         """
         if moment > self.now:
             raise ValueError(f"demo step at {moment.isoformat()} is after the story's present {self.now.isoformat()}")
-        real = core.timeutil.datetime
-        core.timeutil.datetime = _ReplayedClock(moment)
-        try:
-            if abs(core.timeutil.utcnow() - moment) > timedelta(minutes=1):
-                raise RuntimeError("core.timeutil.utcnow no longer reads core.timeutil.datetime; "
-                                   "the demo cannot replay its timeline")
+        with replay_clock(moment):
             yield
-        finally:
-            core.timeutil.datetime = real
 
     def run(self, steps: Iterable[tuple[datetime, Callable[[], None]]]) -> None:
         """Run ``(moment, step)`` pairs in time order (ties in the given order), each at its moment.

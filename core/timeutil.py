@@ -1,15 +1,42 @@
 """Time helpers: stored in UTC, business dates in Asia/Shanghai, converted only here."""
-from datetime import date, datetime, timezone
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
+# (moment, monotonic() when set) while ``replay_clock`` runs; None: the real clock.
+_replay: tuple[datetime, float] | None = None
+
 
 def utcnow() -> datetime:
-    """Return the current time as an aware UTC datetime."""
+    """Return the current time as an aware UTC datetime (the replayed one inside ``replay_clock``)."""
+    if _replay is not None:
+        moment, started = _replay
+        return (moment + timedelta(seconds=monotonic() - started)).astimezone(timezone.utc)
     return datetime.now(timezone.utc)
+
+
+@contextmanager
+def replay_clock(moment: datetime):
+    """Run a block as if the clock had started at ``moment`` (aware), running on at the real pace.
+
+    For the demo's story only (a one-shot command that records months of history through the
+    real services, each step at its own time, so audit hashes stay true). Every service, model
+    default and date helper reads the time through ``utcnow``, so this moves them all, process
+    wide. Never use it in a server.
+    """
+    global _replay
+    if moment.tzinfo is None:
+        raise ValueError("replay_clock needs an aware datetime")
+    previous, _replay = _replay, (moment, monotonic())
+    try:
+        yield
+    finally:
+        _replay = previous
 
 
 def to_shanghai(moment: datetime) -> datetime:

@@ -48,3 +48,15 @@ def test_cli_audit_verify_reports_ok_and_broken(runner):
     broken = runner.invoke(args=["audit", "verify"])
     assert broken.exit_code == 1
     assert "断裂" in broken.output
+
+
+def test_replay_clock_moves_every_reader_of_the_time_and_restores_the_real_one():
+    from datetime import datetime, timedelta, timezone
+
+    from core.timeutil import SHANGHAI, replay_clock, shanghai_today, utcnow
+
+    moment = datetime(2025, 3, 1, 9, 30, tzinfo=SHANGHAI)
+    with replay_clock(moment):
+        assert abs(utcnow() - moment) < timedelta(seconds=5)
+        assert shanghai_today().isoformat() == "2025-03-01"
+    assert abs(utcnow() - datetime.now(timezone.utc)) < timedelta(seconds=5)
