@@ -89,3 +89,11 @@ def test_serials_are_unique_crockford_base32_with_60_random_bits():
                                              ("5", "abc"), ("5", "ABCDEFGHJKMNP"), ("5", "ABCDEFGHJKMI")])
 def test_short_paths_that_we_never_issue_are_not_codes(batch_id, serial):
     assert codes.parse_short(batch_id, serial) is None
+
+
+def test_a_qr_code_that_also_looks_like_a_1d_barcode_still_decodes_exactly():
+    from tests.traceability.helpers import decode_qr
+    from traceability.qr import qr_png
+
+    url = "https://trace.example.cn/t/1/KRAZS229RQCB?s=k0.CJ_X8DQMjricDTYd"  # zxing also reads ITF "2742" in it
+    assert decode_qr(qr_png(url)) == url
