@@ -3,6 +3,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from core.timeutil import isoformat
 from shop.models import CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS
+from shop.settings import bank_transfer_account
 from shop.states import OrderStatus
 
 REQUIRED = {"required": "必填", "null": "不能为空"}
@@ -175,4 +176,10 @@ def dump_order(order, cooperative_id: int | None = None) -> dict:
         "cancel_reason": order.cancel_reason,
         "refunds": _REFUNDS.dump(order.refunds),
     })
+    if order.payment_method == "bank_transfer":
+        # Where to pay and what to write in the transfer note (None until the platform has an account).
+        account = bank_transfer_account()
+        body["payment"]["bank_transfer"] = (
+            {"payee": account.payee, "bank": account.bank, "account": account.account, "note": order.number}
+            if account else None)
     return body

@@ -137,3 +137,24 @@ def test_placing_a_transfer_order_from_checkout_lands_on_the_payee_details(clien
     text = _text(response.get_data(as_text=True))
     assert "请按页面上的账户信息对公转账（附言填写订单号）" in text
     assert ACCOUNT["BANK_TRANSFER_ACCOUNT"] in text and f"转账附言 {order.number}" in text
+
+
+def test_the_order_api_gives_canteen_systems_the_payee_and_the_transfer_note(client, make, account):
+    order = _canteen_order(client, make)
+    assert order["payment"]["bank_transfer"] == {
+        "payee": ACCOUNT["BANK_TRANSFER_PAYEE"], "bank": ACCOUNT["BANK_TRANSFER_BANK"],
+        "account": ACCOUNT["BANK_TRANSFER_ACCOUNT"], "note": order["number"]}
+
+
+def test_the_order_api_says_null_when_no_account_is_configured(client, make, no_account):
+    order = _canteen_order(client, make)
+    assert order["payment"]["bank_transfer"] is None
+
+
+def test_finance_is_asked_before_a_transfer_is_confirmed(client, make, account):
+    order = _canteen_order(client, make)
+    _sign_in(client, make.user(Role.FINANCE))
+    for url in ("/finance/orders", f"/orders/{order['id']}"):
+        html = client.get(url).get_data(as_text=True)
+        form = html.split("/confirm-transfer")[1].split(">")[0]
+        assert "onsubmit='return confirm(" in form and "已收到对公转账" in form and order["number"] in form, url
