@@ -2,11 +2,11 @@
 
 People type prices in 元 ("128" or "128.50"); the services take integer fen.
 """
-from decimal import Decimal, InvalidOperation
-
 from werkzeug.datastructures import MultiDict
 
 from certification.models import EVIDENCE_TYPE_LABELS
+from core.identifiers import whole_number
+from core.money import parse_yuan
 
 TIER_ROWS = 3
 EVIDENCE_ROWS = 3
@@ -21,24 +21,13 @@ class FormErrors(Exception):
         self.fields = fields
 
 
-def parse_yuan(text: str) -> int | None:
-    """Return fen for a yuan amount with at most two decimals, or None if it is not one."""
-    text = (text or "").strip().replace(",", "").replace("，", "").lstrip("¥￥")
-    try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not amount.is_finite() or amount != amount.quantize(Decimal("0.01")):
-        return None
-    return int(amount * 100)
-
-
 def _int_or_none(text: str | None) -> int | None | str:
     """Parse a positive whole number; return the text itself when it is not one (for the error)."""
     text = (text or "").strip()
     if not text:
         return None
-    return int(text) if text.isdigit() else text
+    number = whole_number(text)
+    return text if number is None else number
 
 
 def product_form_data(form: MultiDict) -> dict:
@@ -62,8 +51,8 @@ def product_form_data(form: MultiDict) -> dict:
     if form.get("village_ids_field"):
         ids = []
         for raw in form.getlist("village_ids"):
-            if raw.isdigit():
-                ids.append(int(raw))
+            if whole_number(raw) is not None:
+                ids.append(whole_number(raw))
         data["village_ids"] = ids
     if form.get("bulk_field"):
         moq = _int_or_none(form.get("bulk_moq"))

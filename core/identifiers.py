@@ -1,8 +1,20 @@
-"""Check characters of the identifiers the domain relies on."""
+"""Check characters of the identifiers the domain relies on, and numbers as people type them."""
 
 # GB 32100-2015: the 31-character alphabet (no I, O, Z, S, V) and position weights.
 CREDIT_CODE_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+
+def is_ascii_digits(text: str) -> bool:
+    """True for a non-empty run of 0-9 only. Why not ``str.isdigit``: it is also true for "²"
+    and other Unicode digits that ``int()`` refuses, which turned typed input into 500s."""
+    return text.isascii() and text.isdigit()
+
+
+def whole_number(text: str | None, max_digits: int = 12) -> int | None:
+    """A non-negative whole number typed in ASCII digits (surrounding spaces allowed), else None."""
+    text = (text or "").strip()
+    return int(text) if is_ascii_digits(text) and len(text) <= max_digits else None
 
 
 def credit_code_check_char(first17: str) -> str:
@@ -37,7 +49,7 @@ def gtin_check_digit(body: str) -> int:
 
 def is_valid_gtin(gtin: str) -> bool:
     """True for a GTIN-8/12/13/14 of digits whose check digit is right."""
-    if not isinstance(gtin, str) or not gtin.isdigit() or len(gtin) not in (8, 12, 13, 14):
+    if not isinstance(gtin, str) or not is_ascii_digits(gtin) or len(gtin) not in (8, 12, 13, 14):
         return False
     return gtin_check_digit(gtin[:-1]) == int(gtin[-1])
 

@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 from core import budget_units, cooperatives, users, village_targets, villages
 from core.auth import current_user, login_session, require_roles
 from core.extensions import db
+from core.identifiers import whole_number
 from core.models import Role, Village
 from core.money import format_yuan, parse_yuan
 from core.errors import AppError
@@ -92,7 +93,7 @@ def village_index():
 
 def _year_arg(name: str = "year") -> int:
     """A year from the query or form, this Shanghai year when absent or out of range."""
-    year = village_targets.whole_number(request.values.get(name)) or 0
+    year = whole_number(request.values.get(name)) or 0
     return year if village_targets.FIRST_YEAR <= year <= village_targets.LAST_YEAR else shanghai_today().year
 
 
@@ -124,7 +125,7 @@ def village_targets_page(village_id: int):
     errors: dict = {}
     form = request.form if request.method == "POST" else {"year": str(_year_arg())}
     if request.method == "POST":
-        year = village_targets.whole_number(request.form.get("year"))
+        year = whole_number(request.form.get("year"))
         fen = parse_yuan(request.form.get("target_yuan", ""))
         if year is None:
             errors["year"] = ["请填写年度"]
@@ -263,8 +264,9 @@ def _budget_unit_form(*, with_year: bool = False) -> tuple[dict, dict]:
         data["reason"] = form["reason"].strip()
     year = form.get("year", "").strip()
     if with_year and year:  # left out: the service's default, this year
-        # ASCII digits only ("²".isdigit() is True); anything else goes on as text for the schema to refuse.
-        data["year"] = int(year) if year.isascii() and year.isdigit() and len(year) <= 9 else year
+        # Anything but a whole number goes on as text, for the schema to refuse.
+        number = whole_number(year, max_digits=9)
+        data["year"] = year if number is None else number
     fen = parse_yuan(form.get("annual_canteen_budget_yuan", ""))
     if fen is None:
         # Not sent to the service; the other fields are still checked so every error shows at once.
@@ -342,7 +344,7 @@ def budget_unit_edit(unit_id: int):
     editable = budget_units.editable_years()
     if request.method == "GET":
         year = request.args.get("year", "")
-        year = int(year) if year.isascii() and year.isdigit() and int(year) in editable else editable[0]
+        year = whole_number(year) if whole_number(year) in editable else editable[0]
         values = budget_units.year_values(unit.id, year)
         form = {"name": unit.name, "year": str(year), "reserved_share": values.as_audit()["reserved_share"],
                 "annual_canteen_budget_yuan": _fen_to_yuan_text(values.annual_canteen_budget_fen)}

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from core.audit import history_of, record_event
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
+from core.identifiers import whole_number
 from core.money import parse_yuan
 from core.models import Role, User, Village, VillageSalesTarget
 from core.schemas import MAX_TARGET_FEN, VillageTargetSchema
@@ -36,12 +37,6 @@ MAX_REASON = 500
 CSV_HEADER = ("村ID", "县市", "乡镇", "村", "分区", "年度", "销售目标（元）")
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 MAX_IMPORT_ERRORS = 50
-
-def whole_number(text: str | None) -> int | None:
-    """A non-negative whole number written in ASCII digits, else None ("²".isdigit() is True)."""
-    text = (text or "").strip()
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
-
 
 def _check_year(year: int) -> None:
     if not FIRST_YEAR <= year <= LAST_YEAR:

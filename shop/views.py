@@ -9,6 +9,7 @@ from marshmallow import ValidationError
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import AppError, Forbidden, NotFound
+from core.identifiers import whole_number
 from core.models import Role
 from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
@@ -51,7 +52,7 @@ def _guest_cart() -> dict[int, int]:
         return {}
     cart = {}
     for key, value in data.items():
-        if str(key).isdigit() and isinstance(value, int) and 0 < value <= services.CART_MAX_QUANTITY:
+        if whole_number(str(key)) is not None and isinstance(value, int) and 0 < value <= services.CART_MAX_QUANTITY:
             cart[int(key)] = value
     return dict(list(cart.items())[:50])
 

@@ -53,7 +53,8 @@ def test_unknown_village_is_422_and_nothing_is_stored(client, make):
     assert db.session.scalar(sa.select(sa.func.count(Product.id))) == 0
 
 
-@pytest.mark.parametrize("gtin", ["6901234567891", "690123456789", "69012345678X", "123", 6901234567892])
+@pytest.mark.parametrize("gtin", ["6901234567891", "690123456789", "69012345678X", "123", 6901234567892,
+                                  "690123456789²"])
 def test_gtin_with_wrong_check_digit_or_shape_is_422(client, make, gtin):
     response = client.post("/api/v1/products", headers=make.headers(member(make)), json=_payload(make, gtin=gtin))
     assert response.status_code == 422

@@ -89,6 +89,12 @@ def test_member_registers_edits_and_applies_from_the_pages(client, make):
     assert item.price_fen == 9_850 and item.bulk_moq == 10 and item.bulk_tiers[0].price_fen == 8_800
     edit = client.post(f"/my/products/{item.id}/edit", data={**form, "price_yuan": "abc"})
     assert edit.status_code == 422 and "请填写价格" in edit.get_data(as_text=True)
+    # Unicode digits that int() refuses ("²".isdigit() is True) are bad input, not a crash.
+    for field, value in (("bulk_moq", "²"), ("tier_qty_0", "¹⁰"), ("price_yuan", "1e3")):
+        odd = client.post(f"/my/products/{item.id}/edit", data={**form, field: value})
+        assert odd.status_code == 422, (field, value)
+    db.session.expire_all()
+    assert db.session.get(Product, item.id).price_fen == 9_850
     upload = client.post(f"/my/products/{item.id}/images", data={"file": (io.BytesIO(image_bytes()), "a.png")},
                          content_type="multipart/form-data")
     assert upload.status_code == 302

@@ -71,3 +71,19 @@ def test_error_pages_name_parameters_in_chinese_and_hide_program_details(client,
     client.post("/login", data={"email": official.email, "password": "password123"})
     html = client.get("/reports/villages?page=abc").get_data(as_text=True)
     assert "页码：" in html and "page：" not in html
+
+
+def test_unicode_digits_are_not_numbers_anywhere_input_is_read():
+    from core.identifiers import is_valid_gtin, whole_number
+
+    assert whole_number(" 2026 ") == 2026
+    assert [whole_number(text) for text in ("²", "٣", "2026²", "-1", "1.5", "", None, "9" * 13)] == [None] * 8
+    assert not is_valid_gtin("690123456789²")
+
+
+def test_a_signed_cart_cookie_with_unicode_digit_keys_is_ignored_not_a_crash(client):
+    from shop.views import CART_COOKIE, _cookie_serializer
+
+    client.set_cookie(CART_COOKIE, _cookie_serializer().dumps({"²": 1}))
+    response = client.get("/cart")
+    assert response.status_code == 200 and "购物车是空的" in response.get_data(as_text=True)
