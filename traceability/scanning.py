@@ -557,6 +557,7 @@ class ScanBuffer:
         # Writes taken from ``pending`` that have not landed yet (being written, or failed),
         # oldest first; their counts are still shown from here. Rarely more than one.
         self.unwritten: list[_Write] = []
+        self.sending: _Write | None = None  # the write on its way to the database now
         self.engine = None
         self.interval = DEFAULT_FLUSH_INTERVAL_MS / 1000
         self.wake = threading.Event()
@@ -632,8 +633,10 @@ class ScanBuffer:
         """Keep the scan log's backlog bounded while the database is away (call with the lock
         held; counts stay exact, only log detail is lost)."""
         excess = len(self.rows) + sum(len(write.rows) for write in self.unwritten) - MAX_UNWRITTEN_ROWS
-        # New lists, never cut in place: the writer may be sending one of them right now.
+        # Never the write being sent right now: its rows are already on their way.
         for write in self.unwritten:
+            if write is self.sending:
+                continue
             cut = min(excess, len(write.rows))
             write.rows = write.rows[cut:]
             excess -= cut
@@ -642,8 +645,8 @@ class ScanBuffer:
         self.rows = self.rows[cut:]
         self.dropped_rows += cut
         if self.dropped_rows % 10_000 < 2:
-            log.warning("scan log: %d rows dropped so far while the database was unreachable (counts kept)",
-                        self.dropped_rows)
+            log.warning("scan log backlog over %d rows (database slow or away): %d rows dropped so far, "
+                        "counts kept", MAX_UNWRITTEN_ROWS, self.dropped_rows)
 
     def _start(self) -> None:
         with self.lock:
@@ -693,10 +696,12 @@ class ScanBuffer:
                         self.pending, self.rows = {}, []
                     if not self.unwritten:
                         break
-                    write = self.unwritten[0]
+                    write = self.sending = self.unwritten[0]
                 try:
                     stored = _write_with_retries(engine, write)
                 except BaseException as exc:  # SystemExit from a worker timeout included: keep the write
+                    with self.lock:
+                        self.sending = None
                     if not isinstance(exc, Exception):
                         raise
                     self.failures += 1
@@ -705,6 +710,7 @@ class ScanBuffer:
                                       "backoff, nothing is lost", self.failures)
                     return written
                 with self.lock:
+                    self.sending = None
                     if self.failures:
                         log.warning("scan counts written again after %d failed attempts", self.failures)
                         self.failures = 0
