@@ -384,7 +384,8 @@ def test_events_and_serials_from_the_batch_page(client, coop, plain_batch):
     sign_in(client, coop)
     response = client.post(f"/traceability/batches/{plain_batch.id}/events", data={
         "type": "shipping", "location": "默戎镇收购点", "partner": "吉首物流", "quantity": "10",
-        "occurred_at": shanghai_today().isoformat() + "T08:15"})
+        # Yesterday, so the time is in the past whatever the hour of the run (today 08:15 is not before 08:15).
+        "occurred_at": (shanghai_today() - timedelta(days=1)).isoformat() + "T08:15"})
     assert response.status_code == 302
     event = db.session.scalars(sa.select(TraceEvent).where(TraceEvent.biz_step == "shipping")).one()
     assert event.event_time.astimezone().isoformat()  # stored as an aware UTC time
