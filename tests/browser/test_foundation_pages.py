@@ -33,7 +33,7 @@ def test_a_visitor_signs_up_on_the_page_with_csrf_on(page):
     page.goto("/register")
     page.fill("#display_name", "吉首游客")
     page.fill("#email", "visitor@test.cn")
-    page.fill("#password", "password123")
+    page.fill("#password", "maojian-tea-2026")
     page.click("form.stacked button[type=submit]")
     page.wait_for_load_state()
     assert "注册成功" in page.content()
@@ -45,7 +45,7 @@ def test_sign_up_errors_are_shown_next_to_the_field(page, make):
     page.goto("/register")
     page.fill("#display_name", "游客")
     page.fill("#email", taken.email)
-    page.fill("#password", "password123")
+    page.fill("#password", "maojian-tea-2026")
     page.click("form.stacked button[type=submit]")
     page.wait_for_load_state()
     assert page.locator(".field-error").count() >= 1
