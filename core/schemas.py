@@ -42,10 +42,19 @@ class PasswordChangeSchema(Schema):
     new_password = fields.String(required=True, load_only=True, error_messages={"required": "必填"})
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only (not 0, 1 or "yes")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class UserUpdateSchema(Schema):
     """What an administrator (or a county reviewer, for its cooperatives' logins) may change."""
 
-    is_active = fields.Boolean(truthy={True}, falsy={False}, error_messages={"invalid": "须为 true 或 false"})
+    is_active = StrictBoolean(error_messages={"invalid": "须为 true 或 false"})
     display_name = fields.String(validate=validate.Length(min=1, max=100, error="长度须为 1 到 100"))
     reason = fields.String(load_default="", validate=validate.Length(max=500, error="原因过长"))
 
