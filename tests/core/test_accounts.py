@@ -102,7 +102,7 @@ def test_admin_lists_with_filters(client, make):
     ids = lambda query: [item["id"] for item in client.get(f"/api/v1/users?{query}", headers=headers).json["items"]]
     assert ids("role=finance") == [gone.id, finance.id]
     assert ids("role=finance&is_active=true") == [finance.id]
-    assert ids(f"q={finance.email[:8]}") == [finance.id]
+    assert ids(f"q={finance.email.upper()}") == [finance.id]
     assert client.get("/api/v1/users?is_active=maybe", headers=headers).status_code == 422
     assert client.get("/api/v1/users?role=king", headers=headers).status_code == 422
 
