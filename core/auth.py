@@ -1,5 +1,8 @@
 """Who is calling: session cookies for pages, bearer tokens for the API, one policy for both.
 
+Both carry a random session id and the user's ``token_generation``: signing out puts the id on
+the revoked list (``revoke_current``), and ``revoke_all_sessions`` ends them all.
+
 Every view declares what it needs with ``require_login`` or ``require_roles``; scoped checks
 (a county reviewer's county, a cooperative's own products) are in services via
 ``ensure_county`` and friends so that the API and the pages cannot disagree.
@@ -121,8 +124,14 @@ def revoke_current() -> None:
                 else current_app.permanent_session_lifetime)
     now = utcnow()
     db.session.execute(sa.delete(RevokedSession).where(RevokedSession.expires_at < now))
-    if db.session.get(RevokedSession, sid) is None:
-        db.session.add(RevokedSession(sid=sid, user_id=user.id, revoked_at=now, expires_at=now + lifetime))
+    # Two sign-outs of one token at once (a double click, a retried request) both succeed.
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    db.session.execute(insert(RevokedSession).values(sid=sid, user_id=user.id, revoked_at=now,
+                                                     expires_at=now + lifetime).on_conflict_do_nothing())
 
 
 def revoke_all_sessions(user: User) -> None:
