@@ -51,7 +51,10 @@ def _active_user(user_id, generation, sid) -> User | None:
     if not isinstance(user_id, int) or not isinstance(generation, int) or not isinstance(sid, str):
         return None
     revoked = sa.select(RevokedSession.sid).where(RevokedSession.sid == sid).exists()
-    row = db.session.execute(sa.select(User, revoked).where(User.id == user_id)).first()
+    # Fresh from the database even if this session already holds the user (a reused session must
+    # not keep a revoked user signed in).
+    row = db.session.execute(sa.select(User, revoked).where(User.id == user_id)
+                             .execution_options(populate_existing=True)).first()
     if row is None:
         return None
     user, is_revoked = row
