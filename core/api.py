@@ -1,35 +1,134 @@
-"""Kernel JSON API: auth, me, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
+"""Kernel JSON API: auth (tokens, sign-out, password), me, staff accounts, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
+from datetime import timedelta
+
 import sqlalchemy as sa
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, current_app, jsonify, request
 
 from core import budget_units, cooperatives, users, village_targets, villages
-from core.auth import current_user, issue_token, require_login, require_roles
+from core.auth import current_user, issue_token, remember_device, require_login, require_roles
+from core.errors import ValidationFailed
 from core.extensions import db
 from core.http import json_body, list_envelope, page_params
-from core.models import Role
+from core.models import ROLE_VALUES, Role
 from core.ratelimit import rate_limited
-from core.schemas import (BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema, UserSchema,
-                          VillageQuerySchema, VillageSchema, VillageTargetOutSchema)
+from core.schemas import (AccountSchema, BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema,
+                          UserSchema, VillageQuerySchema, VillageSchema, VillageTargetOutSchema)
+from core.timeutil import isoformat, utcnow
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
 
 
+def _token_body(user) -> dict:
+    """A new bearer token for ``user``, when it expires, and who it is for."""
+    lifetime = current_app.config["API_TOKEN_MAX_AGE"]
+    return {"token": issue_token(user), "user": UserSchema().dump(user), "expires_in": lifetime,
+            "expires_at": isoformat(utcnow() + timedelta(seconds=lifetime))}
+
+
 @bp.post("/auth/token")
-@rate_limited("sign_in", 20)
 def create_token():
-    """Exchange email and password for a bearer token."""
+    """Exchange email and password for a bearer token (failures limited per account and address)."""
     data = json_body()
     CredentialsSchema().load(data)
-    user = users.authenticate(data.get("email"), data.get("password"))
-    return jsonify({"token": issue_token(user), "user": UserSchema().dump(user)})
+    user = users.sign_in(data.get("email"), data.get("password"))
+    return remember_device(jsonify(_token_body(user)), user)
 
 
 @bp.post("/auth/register")
 @rate_limited("register", 10)
 def register():
-    """Create a consumer account."""
-    user = users.register_consumer(json_body())
-    return jsonify({**UserSchema().dump(user), "token": issue_token(user)}), 201
+    """Create a consumer account: 201 with the account and a token; a taken e-mail gets the same
+    201 without them (README "Registration")."""
+    registration = users.register_consumer(json_body())
+    if registration.created:
+        body = {**UserSchema().dump(registration.user), "token": issue_token(registration.user)}
+    else:
+        body = {"id": None, "email": registration.email, "display_name": registration.display_name,
+                "role": Role.CONSUMER.value, "county": None, "cooperative_id": None, "budget_unit_id": None,
+                "token": None}
+    return jsonify({**body, "message": REGISTRATION_MESSAGE}), 201
+
+
+#: Said to every registration, new e-mail or taken, so the answer's text tells nothing.
+REGISTRATION_MESSAGE = "注册申请已受理。若该邮箱此前未注册，账号已创建；若已注册，请直接登录。"
+
+
+@bp.post("/auth/logout")
+@require_login
+def logout():
+    """Revoke the calling token at once (other tokens and sessions stay signed in)."""
+    users.sign_out(current_user())
+    return jsonify({"revoked": "token"})
+
+
+@bp.post("/auth/logout-all")
+@require_login
+def logout_everywhere():
+    """Revoke every token and page session of the caller ("sign out everywhere")."""
+    users.sign_out_everywhere(current_user())
+    return jsonify({"revoked": "all"})
+
+
+@bp.post("/auth/password")
+@require_login
+def change_password():
+    """``{"current_password", "new_password"}``: every other token and session dies; answers a new token."""
+    user = users.change_password(current_user(), json_body())
+    return jsonify(_token_body(user))
+
+
+# ---------------------------------------------------------------- accounts (admin, county reviewers)
+
+def _flag_arg(name: str) -> bool | None:
+    """A true/false query parameter; None when absent.
+
+    :raise ValidationFailed: anything but true/false/1/0 (422).
+    """
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw.lower() in {"true", "1"}:
+        return True
+    if raw.lower() in {"false", "0"}:
+        return False
+    raise ValidationFailed(fields={name: ["须为 true 或 false"]})
+
+
+@bp.get("/users")
+@require_roles(*users.ACCOUNT_MANAGERS)
+def list_users():
+    """The accounts the caller manages (``?role=&is_active=&q=``)."""
+    page = page_params()
+    role = request.args.get("role") or None
+    if role is not None and role not in ROLE_VALUES:
+        raise ValidationFailed(fields={"role": ["未知的角色"]})
+    query = users.list_accounts(current_user(), role=role, is_active=_flag_arg("is_active"),
+                                q=request.args.get("q") or None)
+    total = db.session.scalar(sa.select(sa.func.count()).select_from(query.subquery()))
+    rows = db.session.scalars(query.offset(page.offset).limit(page.size)).all()
+    return jsonify(list_envelope(AccountSchema(many=True).dump(rows), total, page))
+
+
+@bp.post("/users")
+@require_roles(*users.ACCOUNT_MANAGERS)
+def create_user():
+    """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives)."""
+    user = users.create_user(json_body(), actor=current_user())
+    return jsonify(AccountSchema().dump(user)), 201
+
+
+@bp.get("/users/<int:user_id>")
+@require_roles(*users.ACCOUNT_MANAGERS)
+def get_user(user_id: int):
+    """One account the caller manages."""
+    return jsonify(AccountSchema().dump(users.get_account(current_user(), user_id)))
+
+
+@bp.patch("/users/<int:user_id>")
+@require_roles(*users.ACCOUNT_MANAGERS)
+def update_user(user_id: int):
+    """``{"is_active"?, "display_name"?, "reason"?}``; deactivation revokes its tokens and sessions at once."""
+    return jsonify(AccountSchema().dump(users.update_account(current_user(), user_id, json_body())))
 
 
 @bp.get("/me")

@@ -2,7 +2,7 @@
 import logging
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, request
 
 from core.config import PROJECT_ROOT, load_config
 from core.extensions import csrf, db, migrate
@@ -24,6 +24,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     app.json.ensure_ascii = False
+    register_proxy(app)
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)
@@ -33,6 +34,20 @@ def create_app(test_config: dict | None = None) -> Flask:
     if not app.debug and not app.testing:
         logging.basicConfig(level=logging.INFO)
     return app
+
+
+def register_proxy(app: Flask) -> None:
+    """Trust ``X-Forwarded-For``/``-Proto`` from ``TRUSTED_PROXY_COUNT`` reverse proxies (default none).
+
+    With it, ``request.remote_addr`` (sign-in limits) is the client's and ``request.is_secure``
+    (HSTS) follows the proxy's HTTPS; without it a client could claim any address by sending
+    the header itself, so it stays off unless there really is a proxy.
+    """
+    hops = int(app.config.get("TRUSTED_PROXY_COUNT") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
 
 def register_extensions(app: Flask) -> None:
@@ -54,6 +69,7 @@ def register_blueprints(app: Flask) -> None:
     from core.models import Role
     from certification.api import bp as certification_api
     from certification.views import bp as certification_views
+    from core.accounts import bp as accounts_views
     from core.api import bp as core_api
     from core.views import bp as core_views
     from shop.api import bp as shop_api
@@ -75,9 +91,10 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("reports.my_canteen", "本单位食堂", roles=(Role.CANTEEN_BUYER,), order=15)
     navigation.register_nav("core.budget_unit_index", "预算单位", roles=(Role.ADMIN,), order=72)
     navigation.register_nav("core.village_targets_import", "销售目标", roles=(Role.ADMIN, Role.OFFICIAL), order=85)
+    navigation.register_nav("accounts.account_index", "账号管理", roles=(Role.ADMIN, Role.COUNTY_REVIEWER), order=90)
 
     search.init_app(app)
-    for blueprint in (core_views, certification_views, shop_cli, shop_views, traceability_views, search_views):
+    for blueprint in (core_views, accounts_views, certification_views, shop_cli, shop_views, traceability_views, search_views):
         app.register_blueprint(blueprint)
     for api in (core_api, certification_api, shop_api, traceability_api, search_api):
         csrf.exempt(api)
@@ -85,6 +102,13 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_views)
     csrf.exempt(reports_api)
     app.register_blueprint(reports_api)
+
+
+#: No inline script anywhere (``static/js/app.js`` carries the pages' behaviour); inline styles
+#: are still allowed (style attributes and <style> blocks in templates). No ``form-action``: the
+#: checkout form ends in a redirect to Stripe, which that directive would block.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                           "img-src 'self' data:; object-src 'none'; base-uri 'self'; frame-ancestors 'none'")
 
 
 def register_request_hooks(app: Flask) -> None:
@@ -95,9 +119,13 @@ def register_request_hooks(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+        hsts = int(app.config.get("HSTS_MAX_AGE") or 0)
+        if hsts and request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", f"max-age={hsts}; includeSubDomains")
         return response
 
 

@@ -191,3 +191,20 @@ class BudgetUnitYear(db.Model):
     year = db.Column(db.Integer, nullable=False)
     annual_canteen_budget_fen = db.Column(db.BigInteger, nullable=False)
     reserved_share = db.Column(db.Numeric(5, 4), nullable=False)
+
+
+class RevokedSession(db.Model):
+    """A signed-out session cookie or API token, refused until it would have expired anyway.
+
+    Sessions and tokens are signed and carry a random ``sid``; nothing is written when one is
+    issued. Signing out writes its ``sid`` here, so a copied cookie or token stops working at
+    once, and the row can go once ``expires_at`` has passed (the signature check refuses it
+    from then on). Revoking *all* of a user's sessions is ``User.token_generation += 1``.
+    """
+
+    __tablename__ = "revoked_sessions"
+
+    sid = db.Column(db.String(32), primary_key=True)
+    user_id = db.Column(db.Integer, db.ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    revoked_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at = db.Column(UTCDateTime, nullable=False, index=True)

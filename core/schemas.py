@@ -2,9 +2,10 @@
 import re
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from core.identifiers import is_valid_credit_code
+from core.passwords import password_problems
 from core.models import ROLE_VALUES
 from core.timeutil import isoformat, shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
@@ -20,11 +21,42 @@ class CredentialsSchema(Schema):
 class RegisterSchema(Schema):
     email = fields.Email(required=True, validate=validate.Length(max=254, error="邮箱过长（最多 254 个字符）"),
                          error_messages={"required": "必填", "invalid": "邮箱格式不正确"})
-    password = fields.String(required=True, load_only=True,
-                             validate=validate.Length(min=8, max=128, error="密码长度须为 8 到 128 位"),
-                             error_messages={"required": "必填"})
+    password = fields.String(required=True, load_only=True, error_messages={"required": "必填"})
     display_name = fields.String(required=True, validate=validate.Length(min=1, max=100, error="长度须为 1 到 100"),
                                  error_messages={"required": "必填"})
+
+    @validates_schema(skip_on_field_errors=False)
+    def validate_password_rule(self, data, **kwargs):
+        """Length, the common-password list and the e-mail address (``core.passwords``)."""
+        if "password" in data:
+            problems = password_problems(data["password"], data.get("email"))
+            if problems:
+                raise ValidationError(problems, field_name="password")
+
+
+class PasswordChangeSchema(Schema):
+    """``{"current_password", "new_password"}``: the new one obeys the password rule."""
+
+    current_password = fields.String(required=True, load_only=True, validate=NOT_BLANK,
+                                     error_messages={"required": "必填"})
+    new_password = fields.String(required=True, load_only=True, error_messages={"required": "必填"})
+
+
+class StrictBoolean(fields.Boolean):
+    """JSON true or false only (not 0, 1 or "yes")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+class UserUpdateSchema(Schema):
+    """What an administrator (or a county reviewer, for its cooperatives' logins) may change."""
+
+    is_active = StrictBoolean(error_messages={"invalid": "须为 true 或 false"})
+    display_name = fields.String(validate=validate.Length(min=1, max=100, error="长度须为 1 到 100"))
+    reason = fields.String(load_default="", validate=validate.Length(max=500, error="原因过长"))
 
 
 class UserSchema(Schema):
@@ -37,6 +69,16 @@ class UserSchema(Schema):
     county = fields.String(allow_none=True)
     cooperative_id = fields.Integer(allow_none=True)
     budget_unit_id = fields.Integer(allow_none=True)
+
+
+class AccountSchema(UserSchema):
+    """An account as the account pages and ``/api/v1/users`` show it to those who manage it."""
+
+    is_active = fields.Boolean()
+    created_at = fields.Method("get_created_at")
+
+    def get_created_at(self, user):
+        return isoformat(user.created_at)
 
 
 class VillageSchema(Schema):

@@ -1,18 +1,19 @@
 """Kernel HTML pages: home, sign-in, registration, the village registry by county and the
 villages' sales targets, cooperatives and the administrators' budget units (预算单位)."""
+import unicodedata
 from decimal import Decimal, InvalidOperation
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
 from core import budget_units, cooperatives, users, village_targets, villages
-from core.auth import current_user, login_session, require_roles
+from core.auth import current_user, login_session, remember_device, require_roles
 from core.extensions import db
 from core.identifiers import whole_number
 from core.models import Role, Village
 from core.money import format_yuan, parse_yuan
-from core.errors import AppError
+from core.errors import AppError, RateLimited, Unauthorized
 from core.ratelimit import rate_limited
 from core.timeutil import shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
@@ -21,10 +22,21 @@ bp = Blueprint("core", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    """Return a local redirect target; anything else goes home (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//"):
-        return target
-    return url_for("core.home")
+    """Return ``target`` when it is a path on this site, else the home page (no open redirects).
+
+    Browsers drop tabs and newlines inside URLs and read ``\\`` as ``/``, so ``/%09/evil.example``
+    (a tab) or ``/%5Cevil.example`` would leave the site: any control, space-like or format character,
+    or a backslash, refuses the target, as does anything that parses with a scheme or a host.
+    """
+    home = url_for("core.home")
+    if not isinstance(target, str) or not target.startswith("/") or target.startswith("//"):
+        return home
+    if "\\" in target or any(unicodedata.category(char)[0] in "CZ" for char in target):
+        return home
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return home
+    return target
 
 
 @bp.get("/")
@@ -38,50 +50,55 @@ def home():
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
-    """Sign in with email and password (session cookie, CSRF-protected form)."""
-    error = None
+    """Sign in with email and password (session cookie, CSRF-protected form; failures limited)."""
+    error, status = None, 200
     if request.method == "POST":
-        _check_sign_in_rate()
         try:
-            user = users.authenticate(request.form.get("email", ""), request.form.get("password", ""))
-        except AppError as exc:
-            error = exc.message
+            user = users.sign_in(request.form.get("email", ""), request.form.get("password", ""))
+        except (Unauthorized, RateLimited) as exc:
+            error, status = exc.message, exc.status
         else:
             login_session(user)
             flash(f"欢迎，{user.display_name or user.email}")
-            return redirect(_safe_next(request.args.get("next")))
-    return render_template("auth/login.html", error=error), (401 if error else 200)
-
-
-@rate_limited("sign_in", 20)
-def _check_sign_in_rate():
-    """Share the API's sign-in limit with the login form."""
+            return remember_device(redirect(_safe_next(request.args.get("next"))), user)
+    return render_template("auth/login.html", error=error), status
 
 
 @bp.post("/logout")
 def logout():
-    """Sign out."""
+    """Sign out: this session's cookie is revoked on the server, not only forgotten by the browser."""
+    users.sign_out(current_user())
     session.clear()
     flash("已退出登录")
     return redirect(url_for("core.home"))
 
 
+@rate_limited("register", 10)
+def _check_register_rate():
+    """Share the API's registration limit (per address) with the form."""
+
+
 @bp.route("/register", methods=["GET", "POST"])
 def register():
-    """Create a consumer account and sign in."""
+    """Create a consumer account and sign in; a taken e-mail is not told apart in words (README)."""
     errors = {}
     if request.method == "POST":
+        _check_register_rate()
         try:
             # Only the account's fields: the form also carries its CSRF token.
-            user = users.register_consumer({name: request.form.get(name, "") for name in ("display_name", "email", "password")})
+            registration = users.register_consumer(
+                {name: request.form.get(name, "") for name in ("display_name", "email", "password")})
         except ValidationError as exc:
             errors = exc.messages
         except AppError as exc:
             errors = exc.fields or {"_": [exc.message]}
         else:
-            login_session(user)
-            flash("注册成功")
-            return redirect(url_for("core.home"))
+            if registration.created:
+                login_session(registration.user)
+                flash("注册成功")
+                return redirect(url_for("core.home"))
+            flash("注册申请已受理。若该邮箱已有账号，请直接登录。")
+            return redirect(url_for("core.login"))
     return render_template("auth/register.html", errors=errors, form=request.form), (422 if errors else 200)
 
 

@@ -23,28 +23,28 @@ def test_setup_twice_keeps_exactly_the_registry(runner):
 def test_users_create_prints_the_new_id(runner, make):
     cooperative = make.cooperative()
     result = runner.invoke(args=["users", "create", "coop@test.cn", "--role", "cooperative",
-                                 "--password", "password123", "--cooperative", str(cooperative.id)])
+                                 "--password", "maojian-tea-2026", "--cooperative", str(cooperative.id)])
     assert result.exit_code == 0, result.output
     user = db.session.get(User, int(result.output.strip()))
     assert user.role == "cooperative" and user.cooperative_id == cooperative.id
-    assert user.check_password("password123")
+    assert user.check_password("maojian-tea-2026")
 
 
 def test_users_create_county_reviewer_needs_a_known_county(runner):
-    missing = runner.invoke(args=["users", "create", "r@test.cn", "--role", "county_reviewer", "--password", "password123"])
+    missing = runner.invoke(args=["users", "create", "r@test.cn", "--role", "county_reviewer", "--password", "maojian-tea-2026"])
     assert missing.exit_code != 0
     wrong = runner.invoke(args=["users", "create", "r@test.cn", "--role", "county_reviewer",
-                                "--password", "password123", "--county", "长沙县"])
+                                "--password", "maojian-tea-2026", "--county", "长沙县"])
     assert wrong.exit_code != 0
     ok = runner.invoke(args=["users", "create", "r@test.cn", "--role", "county_reviewer",
-                             "--password", "password123", "--county", "花垣县"])
+                             "--password", "maojian-tea-2026", "--county", "花垣县"])
     assert ok.exit_code == 0, ok.output
     assert db.session.get(User, int(ok.output.strip())).county == "花垣县"
 
 
 def test_users_create_refuses_unknown_role_and_foreign_scope(runner, make):
-    assert runner.invoke(args=["users", "create", "x@test.cn", "--role", "king", "--password", "password123"]).exit_code != 0
-    foreign = runner.invoke(args=["users", "create", "x@test.cn", "--role", "consumer", "--password", "password123",
+    assert runner.invoke(args=["users", "create", "x@test.cn", "--role", "king", "--password", "maojian-tea-2026"]).exit_code != 0
+    foreign = runner.invoke(args=["users", "create", "x@test.cn", "--role", "consumer", "--password", "maojian-tea-2026",
                                   "--county", "花垣县"])
     assert foreign.exit_code != 0
     assert db.session.scalar(sa.select(sa.func.count(User.id))) == 0

@@ -157,4 +157,4 @@ def test_finance_is_asked_before_a_transfer_is_confirmed(client, make, account):
     for url in ("/finance/orders", f"/orders/{order['id']}"):
         html = client.get(url).get_data(as_text=True)
         form = html.split("/confirm-transfer")[1].split(">")[0]
-        assert "onsubmit='return confirm(" in form and "已收到对公转账" in form and order["number"] in form, url
+        assert 'data-confirm="确认订单 ' in form and "已收到对公转账" in form and order["number"] in form, url

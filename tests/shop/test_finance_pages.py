@@ -224,9 +224,10 @@ def test_refund_and_cancel_forms_ask_before_acting_and_still_post_without_javasc
     order = _paid_order(client, make)
     html = client.get(f"/orders/{order['id']}").get_data(as_text=True)
     refund_form = re.search(r'<form[^>]*action="/orders/\d+/refund"[^>]*>', html).group(0)
-    assert (f"onsubmit=\"return confirm('确定为订单 {order['number']} 退款 ' + this.amount_yuan.value.trim() + "
-            "' 元吗？（最多可退 ¥128.00）退款后不能撤销。')\"") in refund_form
-    # A browser without JavaScript ignores onsubmit and posts the form as it is.
+    # static/js/app.js asks this, with the typed amount in place of {amount_yuan}.
+    assert (f'data-confirm="确定为订单 {order["number"]} 退款 {{amount_yuan}} 元吗？（最多可退 ¥128.00）'
+            '退款后不能撤销。"') in refund_form
+    # A browser without JavaScript ignores data-confirm and posts the form as it is.
     assert client.post(f"/orders/{order['id']}/refund", data={"amount_yuan": "28", "reason": "少发"}).status_code == 302
     db.session.expire_all()
     assert db.session.get(Order, order["id"]).refunded_fen == 2_800
@@ -239,8 +240,8 @@ def test_refund_and_cancel_forms_ask_before_acting_and_still_post_without_javasc
     _sign_in(client, buyer)
     html = client.get(f"/orders/{pending['id']}").get_data(as_text=True)
     cancel_form = re.search(r'<form[^>]*action="/orders/\d+/cancel"[^>]*>', html).group(0)
-    assert (f"onsubmit=\"return confirm('确定取消订单 {pending['number']}（¥30.00）吗？"
-            "取消后库存即释放，订单不能恢复。')\"") in cancel_form
+    assert (f'data-confirm="确定取消订单 {pending["number"]}（¥30.00）吗？'
+            '取消后库存即释放，订单不能恢复。"') in cancel_form
     assert client.post(f"/orders/{pending['id']}/cancel").status_code == 302
     db.session.expire_all()
     assert db.session.get(Order, pending["id"]).status == "cancelled"

@@ -330,6 +330,7 @@ def test_counts_are_per_code(client, plain_batch):
 def sign_in(client, user):
     with client.session_transaction() as session:
         session["user_id"], session["gen"] = user.id, user.token_generation
+        session["sid"] = f"test-session-{user.id}"  # any id not on the revoked list
 
 
 def test_cooperative_lists_its_batches_with_scan_counts(client, make, coop, plain_batch):
