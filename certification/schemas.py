@@ -6,6 +6,7 @@ from certification import status as derived
 from certification.gate import is_sellable
 from certification.models import CATEGORY_LABELS, EVIDENCE_TYPE_LABELS, CertificationStatus
 from core.identifiers import gtin14, is_valid_gtin
+from core.schemas import ROW_ID
 from core.timeutil import isoformat
 from core.village_registry import COUNTIES
 
@@ -112,6 +113,11 @@ class ProductInputSchema(Schema):
         return data
 
 
+#: PATCH may leave out any product field, but a ``bulk`` it sends is whole: ``partial=True`` would
+#: reach into the nested schema too (marshmallow passes it down) and let ``moq`` go missing.
+PRODUCT_PATCH_PARTIAL = tuple(ProductInputSchema._declared_fields)
+
+
 class EvidenceInputSchema(Schema):
     """One supporting document of an application."""
 
@@ -197,7 +203,7 @@ class ProductQuerySchema(Schema):
 
     category = fields.String(validate=validate.OneOf(tuple(CATEGORY_LABELS), error="未知的品类"))
     county = fields.String(validate=validate.OneOf(COUNTIES, error="未知的县市"))
-    village_id = fields.Integer(error_messages={"invalid": "必须是整数"})
+    village_id = fields.Integer(validate=ROW_ID, error_messages={"invalid": "必须是整数"})
 
 
 class CertificationQuerySchema(Schema):

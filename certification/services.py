@@ -39,7 +39,8 @@ from certification.models import (
     ProductStatus,
     product_villages,
 )
-from certification.schemas import ApplicationInputSchema, DecisionSchema, ProductInputSchema, RevokeSchema
+from certification.schemas import (PRODUCT_PATCH_PARTIAL, ApplicationInputSchema, DecisionSchema, ProductInputSchema,
+                                   RevokeSchema)
 from certification.status import (  # noqa: F401  (product_status is part of this module's API)
     certificate_status,
     evidence_flags,
@@ -256,7 +257,7 @@ def update_product(actor: User, product_id: int, data: dict) -> Product:
     :raise ValidationFailed: invalid fields (422). :raise Conflict: locked fields or a used GTIN (409).
     """
     product = _product_for_change(actor, product_id)
-    fields = ProductInputSchema(partial=True).load(data)
+    fields = ProductInputSchema(partial=PRODUCT_PATCH_PARTIAL).load(data)
     fields.pop("cooperative_id", None)  # a product never moves between cooperatives
     changes: dict[str, tuple] = {}
     for key in ("name", "category", "description", "unit", "specification", "price_fen", "gtin"):

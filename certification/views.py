@@ -17,6 +17,7 @@ from certification.status import (
 from core.auth import current_user, require_login, require_roles
 from core.errors import AppError, Conflict, NotFound
 from core.extensions import db
+from core.identifiers import whole_number
 from core.models import ROLE_LABELS, ROLE_VALUES, Role, Village
 from core.navigation import register_nav
 from core.timeutil import shanghai_today, utcnow
@@ -73,8 +74,7 @@ def _catalogue_filters() -> dict:
 def catalogue():
     """产品目录: certified products with producer, villages, certificate and validity."""
     filters = _catalogue_filters()
-    page = request.args.get("page", "1")
-    page = int(page) if page.isdigit() and int(page) > 0 else 1
+    page = whole_number(request.args.get("page")) or 1
     products, total = services.list_sellable_products(filters, (page - 1) * CATALOGUE_PAGE_SIZE, CATALOGUE_PAGE_SIZE)
     pages = max((total + CATALOGUE_PAGE_SIZE - 1) // CATALOGUE_PAGE_SIZE, 1)
     return render_template("certification/catalogue.html", products=products, total=total, page=page, pages=pages,

@@ -114,7 +114,9 @@ CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'se
 def register_request_hooks(app: Flask) -> None:
     """Identify the caller before each request; set protective headers after."""
     from core.auth import load_current_user
+    from core.http import refuse_unusable_input
 
+    app.before_request(refuse_unusable_input)
     app.before_request(load_current_user)
 
     @app.after_request

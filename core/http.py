@@ -1,20 +1,103 @@
-"""Small helpers every API view uses: the JSON body, pagination, list envelopes."""
+"""Small helpers every request goes through: ids in paths, the JSON body, text that no
+database stores, pagination, list envelopes."""
 from dataclasses import dataclass
 
 from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from core.errors import BadRequest, ValidationFailed
+from core.errors import BadRequest, NotFound, ValidationFailed
+from core.identifiers import ID_MAX
+
+#: Deeper JSON than this is no request of ours; Python's parser would hit its recursion limit at ~1,000.
+MAX_JSON_DEPTH = 32
+#: I-JSON (RFC 7493): integers beyond ±(2^53 − 1) do not survive a JavaScript client, nor fit every column.
+MAX_JSON_INTEGER = 2**53 - 1
+TEXT_REFUSED = "含有无法保存的字符（如 NUL 或不成对的代理字符）"
+
+
+def unstorable(text: str) -> bool:
+    """True for text no database column keeps: NUL (PostgreSQL refuses it) or a lone surrogate
+    (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def refuse_unusable_input() -> None:
+    """Before every request, for every route at once: an ``<int:…>`` id in the path past the
+    largest row id is a 404 (it names no row, and PostgreSQL would refuse to compare it with an
+    ``integer`` column); a NUL in the path, query or form is a 400.
+
+    (Werkzeug decodes these with replacement characters, so lone surrogates only arrive in JSON,
+    which ``json_body`` checks field by field. The id check is here, not in a route converter:
+    a converter that refuses a value makes Werkzeug answer 405 instead of 404.)
+
+    :raise NotFound: an id past ``ID_MAX``. :raise BadRequest: code ``invalid_characters``.
+    """
+    if any(isinstance(value, int) and value > ID_MAX for value in (request.view_args or {}).values()):
+        raise NotFound()
+    values = [request.path, *request.args.keys(), *request.args.values()]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        try:
+            values += [*request.form.keys(), *request.form.values()]
+        except RequestEntityTooLarge:
+            pass  # raised again when the view reads the form; uploads answer it in their own words
+    if any(unstorable(value) for value in values):
+        raise BadRequest(f"请求{TEXT_REFUSED}", code="invalid_characters")
 
 
 def json_body() -> dict:
-    """Return the request's JSON object.
+    """Return the request's JSON object, every string storable and every number in range.
 
-    :raise BadRequest: the body is not valid JSON or not a JSON object (400 by contract).
+    :raise BadRequest: not valid JSON, not a JSON object, or nested deeper than ``MAX_JSON_DEPTH``
+        (400 by contract).
+    :raise ValidationFailed: a string with NUL or a lone surrogate, or an integer beyond
+        ``MAX_JSON_INTEGER``; ``fields`` names where (422).
     """
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = request.get_json(silent=True, force=True)
+    except RecursionError:  # silent=True covers ValueError only
+        data = None
     if not isinstance(data, dict):
         raise BadRequest()
+    problems = json_problems(data)
+    if problems is None:
+        raise BadRequest(f"JSON 嵌套超过 {MAX_JSON_DEPTH} 层", code="malformed_json")
+    if problems:
+        raise ValidationFailed(fields=problems)
     return data
+
+
+def json_problems(data) -> dict | None:
+    """Field errors for unstorable strings and out-of-range integers anywhere in ``data``
+    (keyed by dotted path), or None when it nests deeper than ``MAX_JSON_DEPTH``.
+
+    Iterative, so a hostile depth cannot exhaust the stack."""
+    problems: dict[str, list[str]] = {}
+    stack = [("", data, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return None
+        if isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                if unstorable(key):
+                    problems[child.encode("utf-8", "replace").decode("utf-8")] = [f"字段名{TEXT_REFUSED}"]
+                    continue
+                stack.append((child, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}.{index}" if path else str(index), item, depth + 1)
+                         for index, item in enumerate(value))
+        elif isinstance(value, str) and unstorable(value):
+            problems[path] = [TEXT_REFUSED]
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INTEGER:
+            problems[path] = ["数值超出允许范围"]
+    return problems
 
 
 @dataclass(frozen=True)

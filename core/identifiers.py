@@ -3,6 +3,9 @@
 # GB 32100-2015: the 31-character alphabet (no I, O, Z, S, V) and position weights.
 CREDIT_CODE_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 CREDIT_CODE_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+#: The largest row id (PostgreSQL ``integer``). A bigger number never names a row, and binding it
+#: to an integer column fails on PostgreSQL (and past 2^63 on SQLite), so input stops at this bound.
+ID_MAX = 2**31 - 1
 
 
 def is_ascii_digits(text: str) -> bool:
@@ -11,10 +14,13 @@ def is_ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-def whole_number(text: str | None, max_digits: int = 12) -> int | None:
-    """A non-negative whole number typed in ASCII digits (surrounding spaces allowed), else None."""
+def whole_number(text: str | None, maximum: int = ID_MAX) -> int | None:
+    """A whole number from 0 to ``maximum`` typed in ASCII digits (surrounding spaces allowed), else None."""
     text = (text or "").strip()
-    return int(text) if is_ascii_digits(text) and len(text) <= max_digits else None
+    if not is_ascii_digits(text) or len(text) > len(str(maximum)):
+        return None
+    number = int(text)
+    return number if number <= maximum else None
 
 
 def credit_code_check_char(first17: str) -> str:

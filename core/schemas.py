@@ -4,13 +4,15 @@ from decimal import Decimal
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from core.identifiers import is_valid_credit_code
+from core.identifiers import ID_MAX, is_valid_credit_code
 from core.passwords import password_problems
 from core.models import ROLE_VALUES
 from core.timeutil import isoformat, shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
 
 NOT_BLANK = validate.Length(min=1, error="不能为空")
+#: Every id a caller sends: past ``ID_MAX`` it names no row and would fail in the database.
+ROW_ID = validate.Range(min=1, max=ID_MAX, error=f"编号须为 1 到 {ID_MAX} 之间的整数")
 
 
 class CredentialsSchema(Schema):
@@ -136,7 +138,7 @@ class CooperativeSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=2, max=120, error="长度须为 2 到 120"),
                          error_messages={"required": "必填"})
     credit_code = fields.String(required=True, error_messages={"required": "必填"})
-    village_id = fields.Integer(required=True, error_messages={"required": "必填", "invalid": "必须是整数"})
+    village_id = fields.Integer(required=True, validate=ROW_ID, error_messages={"required": "必填", "invalid": "必须是整数"})
     contact_name = fields.String(required=True, validate=validate.Length(min=1, max=50, error="长度须为 1 到 50"),
                                  error_messages={"required": "必填"})
     contact_phone = fields.String(required=True,
@@ -160,8 +162,8 @@ class UserCreateSchema(RegisterSchema):
 
     role = fields.String(required=True, validate=validate.OneOf(ROLE_VALUES, error="未知的角色"))
     county = fields.String(allow_none=True, validate=validate.OneOf(COUNTIES, error="未知的县市"))
-    cooperative_id = fields.Integer(allow_none=True)
-    budget_unit_id = fields.Integer(allow_none=True)
+    cooperative_id = fields.Integer(allow_none=True, validate=ROW_ID)
+    budget_unit_id = fields.Integer(allow_none=True, validate=ROW_ID)
 
 
 class ShareString(fields.Field):

@@ -282,7 +282,7 @@ def _budget_unit_form(*, with_year: bool = False) -> tuple[dict, dict]:
     year = form.get("year", "").strip()
     if with_year and year:  # left out: the service's default, this year
         # Anything but a whole number goes on as text, for the schema to refuse.
-        number = whole_number(year, max_digits=9)
+        number = whole_number(year)
         data["year"] = year if number is None else number
     fen = parse_yuan(form.get("annual_canteen_budget_yuan", ""))
     if fen is None:

@@ -18,6 +18,7 @@ import stripe
 from flask import current_app
 
 from core.errors import AppError, BadRequest
+from core.http import json_problems
 from shop.settings import wallet_methods
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,12 @@ def verify_event(raw_body: bytes, signature_header: str | None) -> dict:
         stripe.WebhookSignature.verify_header(payload, signature_header or "", webhook_secret(),
                                               tolerance=SIGNATURE_TOLERANCE_SECONDS)
         event = json.loads(payload)
-    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+    except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BadRequest("签名校验失败", code="invalid_signature") from exc
+    # Signed is not the same as well formed: nothing Stripe sends nests deep, carries NUL, lone
+    # surrogates or integers past 2^53, and such values would fail in the database, not here.
     if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
-            or not isinstance((event.get("data") or {}).get("object"), dict):
+            or not isinstance((event.get("data") or {}).get("object"), dict) or json_problems(event) != {}:
         raise BadRequest("不是有效的事件", code="invalid_event")
     return event
 

@@ -1,6 +1,7 @@
 """marshmallow schemas for orders: what callers may send, and what each viewer is shown."""
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from core.schemas import ROW_ID
 from core.timeutil import isoformat
 from shop.models import CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS
 from shop.settings import bank_transfer_account
@@ -19,7 +20,7 @@ class _Lenient(Schema):
 
 
 class OrderLineInSchema(_Lenient):
-    product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER)
+    product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER, validate=ROW_ID)
     quantity = fields.Integer(required=True, strict=True, error_messages=INTEGER,
                               validate=validate.Range(min=1, max=MAX_QUANTITY,
                                                       error=f"数量须在 1 到 {MAX_QUANTITY} 之间"))
@@ -74,7 +75,7 @@ class ShipSchema(_Lenient):
                                     validate=validate.Regexp(r"^[A-Za-z0-9\-]{6,40}$",
                                                              error="运单号须为 6 到 40 位字母、数字或连字符"))
     # Only admins name the cooperative; a cooperative member always ships its own part.
-    cooperative_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    cooperative_id = fields.Integer(load_default=None, allow_none=True, strict=True, validate=ROW_ID)
 
     @validates_schema
     def strip_blank(self, data, **kwargs):

@@ -25,6 +25,7 @@ from certification.models import Product
 from core.audit import record_event
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
+from core.identifiers import whole_number
 from core.models import Role, User
 from core.money import format_yuan
 from core.signals import notify_products_changed
@@ -149,6 +150,12 @@ def _order_number(order: Order) -> str:
 
 # ---------------------------------------------------------------- placing an order
 
+def public_name(product: Product) -> str:
+    """How an error may name a product to any buyer: by name once it has been certified (it was
+    in the public catalogue), otherwise by number only (a draft's name is its cooperative's)."""
+    return product.name if product.certificate_id is not None else f"产品 #{product.id}"
+
+
 def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> tuple[Order, bool]:
     """Validate, price, reserve stock per batch and create an order awaiting payment.
 
@@ -199,7 +206,7 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
     unsellable = [pid for pid in wanted if not is_sellable(products[pid], today)]
     if unsellable:
         raise Conflict("订单中有当前不可销售的产品（未认定、认定已过期或已撤销）", code="product_not_sellable",
-                       fields=line_errors(unsellable, lambda pid: f"“{products[pid].name}”当前不可销售"))
+                       fields=line_errors(unsellable, lambda pid: f"“{public_name(products[pid])}”当前不可销售"))
     if buyer.cooperative_id is not None and any(p.cooperative_id == buyer.cooperative_id for p in products.values()):
         raise Forbidden("合作社账号不能购买本社产品（会虚增本村销售额）", code="own_products")
     if canteen:
@@ -543,17 +550,15 @@ def _event_time(event: dict) -> datetime:
     """When Stripe says the event happened (the payment time), never in the future."""
     created = event.get("created")
     now = utcnow()
-    if isinstance(created, int) and 0 < created:
-        return min(datetime.fromtimestamp(created, tz=timezone.utc), now)
+    # Compared as numbers first: a timestamp centuries ahead would overflow datetime.
+    if isinstance(created, int) and not isinstance(created, bool) and 0 < created < now.timestamp():
+        return datetime.fromtimestamp(created, tz=timezone.utc)
     return now
 
 
 def _int_or_none(value) -> int | None:
-    """Parse an id sent as text, or None."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    """Parse a row id sent as text (ASCII digits, at most ``ID_MAX``), or None."""
+    return whole_number(value) if isinstance(value, str) else None
 
 
 def pay_in_sandbox(session_id: str) -> Order:

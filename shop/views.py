@@ -85,12 +85,14 @@ def _drop_merged_guest_cart(response):
 
 
 def _quantity(raw, default: int = 1) -> int:
-    """A positive quantity from a form field, or ``default``."""
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
-        return default
-    return max(0, min(value, services.CART_MAX_QUANTITY))
+    """A quantity (or page number) from a form field, capped at the cart's maximum, or ``default``."""
+    value = whole_number(raw)
+    return default if value is None else min(value, services.CART_MAX_QUANTITY)
+
+
+def _row_id(raw) -> int:
+    """A row id from a form field, or 0 (names nothing) when it is not one."""
+    return whole_number(raw) or 0
 
 
 # ---------------------------------------------------------------- storefront
@@ -137,7 +139,7 @@ def cart():
 @bp.post("/cart/add")
 def cart_add():
     """Add a product to the cart (a guest's cart lives in a signed cookie)."""
-    product_id = _quantity(request.form.get("product_id"), 0)
+    product_id = _row_id(request.form.get("product_id"))
     quantity = _quantity(request.form.get("quantity"), 1) or 1
     storefront.product_page(current_user(), product_id)  # 404 for products one may not buy
     user = current_user()
@@ -391,7 +393,7 @@ def ship(order_id: int):
         """Load the form and call the service."""
         data = ShipSchema().load({"carrier": request.form.get("carrier", "").strip(),
                                   "tracking_number": request.form.get("tracking_number", "").strip(),
-                                  "cooperative_id": _quantity(request.form.get("cooperative_id"), 0) or None})
+                                  "cooperative_id": _row_id(request.form.get("cooperative_id")) or None})
         services.ship_part(current_user(), order_id, data)
     return _act(order_id, "ship", action, "已标记发货")
 

@@ -11,6 +11,7 @@ from functools import cached_property, lru_cache
 
 from flask import current_app
 
+from core.identifiers import ID_MAX
 from traceability import gs1, signing
 
 # Crockford base32 without I, L, O, U: readable aloud, no look-alikes, URL-safe, in GS1 CSET 82.
@@ -93,7 +94,7 @@ def trace_url(batch_id: int, lot: str, gtin: str | None, serial: str | None = No
 
 def parse_short(batch_id: str, serial: str | None) -> TraceCode | None:
     """Parse ``/t/{batch_id}[/{serial}]``; None when it cannot be one of ours (→ 404)."""
-    if not _BATCH_ID.match(batch_id) or (serial is not None and not _SERIAL.match(serial)):
+    if not _BATCH_ID.match(batch_id) or int(batch_id) > ID_MAX or (serial is not None and not _SERIAL.match(serial)):
         return None
     return TraceCode(batch_id=int(batch_id), serial=serial)
 

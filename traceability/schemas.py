@@ -1,6 +1,7 @@
 """marshmallow schemas for batches, serials, trace events and scans (marshmallow 4 API)."""
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from core.schemas import ROW_ID
 from core.timeutil import shanghai_today
 from traceability.gs1 import is_cset82
 from traceability.models import COMMITMENT_BASIS_LABELS, MANUAL_BIZ_STEPS
@@ -17,7 +18,7 @@ class BatchCreateSchema(Schema):
     """Input of ``POST /api/v1/products/{id}/batches`` (and the batch form)."""
 
     lot = fields.String(required=True, error_messages=_required(invalid="必须是文本"))
-    village_id = fields.Integer(required=True, strict=True, error_messages=_required(invalid="必须是整数"))
+    village_id = fields.Integer(required=True, strict=True, validate=ROW_ID, error_messages=_required(invalid="必须是整数"))
     produced_on = fields.Date(required=True, error_messages=_required(invalid="日期格式应为 YYYY-MM-DD"))
     expires_on = fields.Date(load_default=None, allow_none=True,
                              error_messages={"invalid": "日期格式应为 YYYY-MM-DD"})
@@ -78,6 +79,6 @@ class TraceEventCreateSchema(Schema):
                              error_messages=_required())
     partner = fields.String(load_default="", validate=validate.Length(max=120, error="最长 120 字"))
     quantity = fields.Integer(load_default=None, allow_none=True, strict=True,
-                              validate=validate.Range(min=1, error="必须大于 0"),
+                              validate=validate.Range(min=1, max=10_000_000, error="必须是 1 到 10000000 之间的整数"),
                               error_messages={"invalid": "必须是整数"})
     note = fields.String(load_default="", validate=validate.Length(max=500, error="最长 500 字"))

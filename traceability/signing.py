@@ -108,7 +108,8 @@ def sign(message: str) -> str:
 def verify(message: str, signature: str | None, keys: tuple[tuple[str, bytes], ...] | None = None) -> bool:
     """True when ``signature`` is a valid ``{key_id}.{mac}`` of ``message`` under a configured key
     (or under ``keys``, the value of ``signing_keys()``, when given)."""
-    if not signature or len(signature) > 40:
+    # compare_digest refuses non-ASCII text with a TypeError; such a signature is simply wrong.
+    if not signature or len(signature) > 40 or not signature.isascii():
         return False
     key_id, sep, mac = signature.partition(".")
     if not sep:

@@ -14,6 +14,7 @@ from marshmallow import ValidationError
 from core.auth import current_user, require_roles
 from core.errors import AppError, NotFound, wants_json
 from core.http import Page, page_params
+from core.identifiers import whole_number
 from core.models import Role
 from core.navigation import register_nav
 from core.timeutil import shanghai_today, to_shanghai
@@ -171,7 +172,8 @@ def resolve_short(batch_id: str, serial: str | None = None):
 def _form_int(value):
     """Form fields arrive as text; hand integers to the schema, anything else as is (→ 422)."""
     value = (value or "").strip()
-    return int(value) if value.isdigit() else (value or None)
+    number = whole_number(value)
+    return value or None if number is None else number
 
 
 @bp.get("/traceability/batches")
@@ -191,7 +193,7 @@ def batch_new():
     """Register a production batch (and so issue its 承诺达标合格证 and QR code)."""
     user = current_user()
     products = services.products_for_new_batch(user)
-    chosen_id = _form_int(request.values.get("product_id"))
+    chosen_id = whole_number(request.values.get("product_id"))
     if chosen_id is None and len(products) == 1:
         chosen_id = products[0].id
     chosen = next((product for product in products if product.id == chosen_id), None)
