@@ -21,7 +21,6 @@ from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased, defaultload, selectinload
 
 from certification import uploads
@@ -50,6 +49,7 @@ from certification.status import (  # noqa: F401  (product_status is part of thi
 )
 from core.audit import AuditEvent, history_of, record_event
 from core.auth import ensure_cooperative_member
+from core.db import commit_or_conflict, unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Cooperative, Role, User, Village
@@ -95,22 +95,6 @@ def _lock_row(model, pk: int):
     else:
         db.session.execute(sa.select(model.id).where(model.id == pk).with_for_update())
     return db.session.get(model, pk, populate_existing=True)
-
-
-def _commit_or_conflict(message: str, code: str, cleanup=None) -> None:
-    """Commit; a unique-constraint race becomes 409 (and ``cleanup`` removes written files)."""
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        if cleanup:
-            cleanup()
-        raise Conflict(message, code=code) from None
-    except Exception:
-        db.session.rollback()
-        if cleanup:
-            cleanup()
-        raise
 
 
 def can_oversee(user: User | None, product: Product) -> bool:
@@ -220,6 +204,12 @@ def _bulk_of(product: Product) -> dict | None:
                                                for t in product.bulk_tiers]}
 
 
+def _gtin_race():
+    """Commit the block; two products given one GTIN at once both pass ``_ensure_gtin_free``, and
+    the unique key (at a flush or the commit) refuses the second."""
+    return unique_or_conflict("该 GTIN 已被其他产品使用", "duplicate_gtin")
+
+
 def create_product(actor: User, data: dict) -> Product:
     """Register a draft product for the actor's cooperative (an admin names the cooperative).
 
@@ -231,16 +221,16 @@ def create_product(actor: User, data: dict) -> Product:
     villages = _villages(fields.pop("village_ids"))
     bulk = fields.pop("bulk")
     _ensure_gtin_free(fields["gtin"])
-    product = Product(cooperative_id=cooperative_id, status=ProductStatus.DRAFT.value, **fields)
-    product.villages = villages
-    db.session.add(product)
-    _set_bulk(product, bulk)
-    db.session.flush()
-    record_event(subject_type="product", subject_id=product.id, action="create", actor=actor,
-                 to_state=ProductStatus.DRAFT.value,
-                 data={"name": product.name, "category": product.category, "gtin": product.gtin,
-                       "village_ids": [v.id for v in villages], "price_fen": product.price_fen})
-    _commit_or_conflict("该 GTIN 已被其他产品使用", "duplicate_gtin")
+    with _gtin_race():
+        product = Product(cooperative_id=cooperative_id, status=ProductStatus.DRAFT.value, **fields)
+        product.villages = villages
+        db.session.add(product)
+        _set_bulk(product, bulk)
+        db.session.flush()
+        record_event(subject_type="product", subject_id=product.id, action="create", actor=actor,
+                     to_state=ProductStatus.DRAFT.value,
+                     data={"name": product.name, "category": product.category, "gtin": product.gtin,
+                           "village_ids": [v.id for v in villages], "price_fen": product.price_fen})
     notify_products_changed(product.id)
     return product
 
@@ -280,18 +270,18 @@ def update_product(actor: User, product_id: int, data: dict) -> Product:
         return product
     if "gtin" in changes:
         _ensure_gtin_free(fields["gtin"], product.id)
-    for key in ("name", "category", "description", "unit", "specification", "price_fen", "gtin"):
-        if key in changes:
-            setattr(product, key, fields[key])
-    if "village_ids" in changes:
-        product.villages = villages
-    if "bulk" in changes:
-        _set_bulk(product, fields["bulk"])
-    product.updated_at = utcnow()
-    record_event(subject_type="product", subject_id=product.id, action="update", actor=actor,
-                 from_state=product.status, to_state=product.status,
-                 data={key: {"from": old, "to": new} for key, (old, new) in changes.items()})
-    _commit_or_conflict("该 GTIN 已被其他产品使用", "duplicate_gtin")
+    with _gtin_race():
+        for key in ("name", "category", "description", "unit", "specification", "price_fen", "gtin"):
+            if key in changes:
+                setattr(product, key, fields[key])
+        if "village_ids" in changes:
+            product.villages = villages
+        if "bulk" in changes:
+            _set_bulk(product, fields["bulk"])
+        product.updated_at = utcnow()
+        record_event(subject_type="product", subject_id=product.id, action="update", actor=actor,
+                     from_state=product.status, to_state=product.status,
+                     data={key: {"from": old, "to": new} for key, (old, new) in changes.items()})
     notify_products_changed(product.id)
     return product
 
@@ -323,7 +313,7 @@ def add_product_image(actor: User, product_id: int, upload) -> ProductImage:
     record_event(subject_type="product", subject_id=product.id, action="add_image", actor=actor,
                  from_state=product.status, to_state=product.status,
                  data={"image_id": image.id, "sha256": processed.sha256})
-    _commit_or_conflict("图片保存失败，请重试", "image_conflict", cleanup=lambda: uploads.remove("products", name))
+    commit_or_conflict("图片保存失败，请重试", "image_conflict", cleanup=lambda: uploads.remove("products", name))
     notify_products_changed(product.id)
     return image
 
@@ -488,8 +478,8 @@ def submit_application(actor: User, product_id: int, data: dict, evidence_files:
         for name in stored:
             uploads.remove("evidence", name)
         raise
-    _commit_or_conflict("该产品已有审核中的申请", "application_in_progress",
-                        cleanup=lambda: [uploads.remove("evidence", name) for name in stored])
+    commit_or_conflict("该产品已有审核中的申请", "application_in_progress",
+                       cleanup=lambda: [uploads.remove("evidence", name) for name in stored])
     return application
 
 
@@ -517,7 +507,7 @@ def attach_evidence_file(actor: User, certification_id: int, evidence_id: int, u
     record_event(subject_type="certification", subject_id=application.id, action="attach_file", actor=actor,
                  from_state=application.status, to_state=application.status,
                  data={"evidence_id": evidence.id, "sha256": processed.sha256})
-    _commit_or_conflict("保存失败，请重试", "conflict", cleanup=lambda: uploads.remove("evidence", name))
+    commit_or_conflict("保存失败，请重试", "conflict", cleanup=lambda: uploads.remove("evidence", name))
     uploads.remove("evidence", previous)
     return application
 
@@ -592,7 +582,7 @@ def decide_application(actor: User, certification_id: int, data: dict) -> Certif
     product.status = new
     record_event(subject_type="certification", subject_id=application.id, action=fields["decision"],
                  actor=actor, from_state=stage, to_state=new, comment=fields["comment"], data=data_out)
-    _commit_or_conflict("证书编号冲突，请重试", "conflict")
+    commit_or_conflict("证书编号冲突，请重试", "conflict")
     if new == CertificationStatus.CERTIFIED.value:
         notify_products_changed(product.id)
     return application

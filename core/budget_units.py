@@ -30,9 +30,9 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from core.audit import history_of, record_event
+from core.db import unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import BudgetUnit, BudgetUnitYear, Role, User
@@ -127,13 +127,10 @@ def _name_taken(name: str, except_id: int | None = None) -> bool:
     return db.session.scalar(query) is not None
 
 
-def _commit_or_conflict() -> None:
-    """Commit; a unique-name race lost at commit time is the same 409 as the check before it."""
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("同名预算单位已存在", code="duplicate_budget_unit") from None
+def _name_race():
+    """Commit the block; a unique-name race lost at a flush or the commit is the same 409 as the
+    check before it."""
+    return unique_or_conflict("同名预算单位已存在", "duplicate_budget_unit")
 
 
 def create_budget_unit(actor: User, data: dict) -> BudgetUnit:
@@ -145,13 +142,13 @@ def create_budget_unit(actor: User, data: dict) -> BudgetUnit:
     fields, reason = _load(data, partial=False)
     if _name_taken(fields["name"]):
         raise Conflict("同名预算单位已存在", code="duplicate_budget_unit")
-    unit = BudgetUnit(**fields)
-    db.session.add(unit)
-    db.session.flush()
-    record_event(subject_type="budget_unit", subject_id=unit.id, action="create", actor=actor,
-                 to_state="active", comment=reason,
-                 data={**editable_values(unit), "below_policy_minimum": below_policy_minimum(unit)})
-    _commit_or_conflict()
+    with _name_race():
+        unit = BudgetUnit(**fields)
+        db.session.add(unit)
+        db.session.flush()
+        record_event(subject_type="budget_unit", subject_id=unit.id, action="create", actor=actor,
+                     to_state="active", comment=reason,
+                     data={**editable_values(unit), "below_policy_minimum": below_policy_minimum(unit)})
     return unit
 
 
@@ -296,18 +293,19 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     if not changes:
         db.session.commit()  # ends the transaction and its row lock; nothing was written
         return change
-    if "name" in changes:
-        unit.name = fields["name"]
-    if any(name in changes for name in YEAR_FIELDS):
-        change.frozen, change.kept_years = _apply_from_year(unit, before, given, this_year)
-    db.session.flush()
-    change.after = year_values(unit.id, year)
-    change.changed = True
-    record_event(subject_type="budget_unit", subject_id=unit.id, action="update", actor=actor, comment=reason,
-                 data={"year": year, "changes": changes, "below_policy_minimum": below_policy_minimum(change.after),
-                       "frozen_years": [values.as_audit() for values in change.frozen],
-                       "kept_years": change.kept_years})
-    _commit_or_conflict()
+    with _name_race():
+        if "name" in changes:
+            unit.name = fields["name"]
+        if any(name in changes for name in YEAR_FIELDS):
+            change.frozen, change.kept_years = _apply_from_year(unit, before, given, this_year)
+        db.session.flush()
+        change.after = year_values(unit.id, year)
+        change.changed = True
+        record_event(subject_type="budget_unit", subject_id=unit.id, action="update", actor=actor, comment=reason,
+                     data={"year": year, "changes": changes,
+                           "below_policy_minimum": below_policy_minimum(change.after),
+                           "frozen_years": [values.as_audit() for values in change.frozen],
+                           "kept_years": change.kept_years})
     return change
 
 

@@ -1,9 +1,9 @@
 """Cooperative (合作社) use cases."""
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from core.audit import record_event
 from core.auth import ensure_county
+from core.db import unique_or_conflict
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Cooperative, Role, User, Village
@@ -25,17 +25,13 @@ def register_cooperative(actor: User, data: dict) -> Cooperative:
     taken = db.session.scalar(sa.select(Cooperative.id).where(Cooperative.credit_code == fields["credit_code"]))
     if taken is not None:
         raise Conflict("该统一社会信用代码已登记", code="duplicate_credit_code")
-    cooperative = Cooperative(**fields)
-    db.session.add(cooperative)
-    db.session.flush()
-    record_event(subject_type="cooperative", subject_id=cooperative.id, action="register",
-                 actor=actor, to_state="registered", data={"credit_code": cooperative.credit_code})
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # Two registrations of one code raced past the check above.
-        db.session.rollback()
-        raise Conflict("该统一社会信用代码已登记", code="duplicate_credit_code") from None
+    # Two registrations of one code can both pass the check above; the unique key stops one.
+    with unique_or_conflict("该统一社会信用代码已登记", "duplicate_credit_code"):
+        cooperative = Cooperative(**fields)
+        db.session.add(cooperative)
+        db.session.flush()
+        record_event(subject_type="cooperative", subject_id=cooperative.id, action="register",
+                     actor=actor, to_state="registered", data={"credit_code": cooperative.credit_code})
     return cooperative
 
 

@@ -143,6 +143,16 @@ def register_error_handlers(app) -> None:
             response[0].headers["Allow"] = ", ".join(error.valid_methods)
         return response
 
+    @app.errorhandler(sqlalchemy.exc.IntegrityError)
+    def handle_integrity_error(error: sqlalchemy.exc.IntegrityError):
+        # Services turn the races they expect into their own 409 (core.db.unique_or_conflict);
+        # one they did not expect is still a conflict with the current state, never a 500.
+        from core.extensions import db
+
+        db.session.rollback()
+        log.warning("unexpected integrity error on %s %s: %s", request.method, request.path, error.orig)
+        return _respond(409, "conflict", "与现有数据冲突，请刷新后重试")
+
     @app.errorhandler(sqlalchemy.exc.DataError)
     def handle_data_error(error: sqlalchemy.exc.DataError):
         # Input is bounded where it enters (core.http, the schemas' ROW_ID); a value that still

@@ -3,11 +3,13 @@ administrators and county reviewers manage (every change audited)."""
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from flask import current_app
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from core.audit import record_event
 from core.auth import known_device_id, login_session, revoke_all_sessions, revoke_current
+from core.db import unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.extensions import db
 from core.models import BudgetUnit, Cooperative, Role, User, Village
@@ -65,18 +67,32 @@ def register_consumer(data: dict) -> Registration:
     existing = _find_by_email(fields["email"])
     if existing is not None:
         _burn_password_check(fields["password"])  # as long as creating one would take
-        record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
-                     comment="有人用此邮箱注册（账号未改变）")
-        db.session.commit()
-        return Registration(fields["email"].lower(), fields["display_name"], None)
+        return _registration_of_taken_email(existing, fields)
     user = User(email=fields["email"].lower(), display_name=fields["display_name"], role=Role.CONSUMER.value)
     user.set_password(fields["password"])
-    db.session.add(user)
-    db.session.flush()
-    record_event(subject_type="user", subject_id=user.id, action="register", actor=user, to_state="active",
-                 data={"role": user.role})
-    db.session.commit()
+    try:
+        db.session.add(user)
+        db.session.flush()
+        record_event(subject_type="user", subject_id=user.id, action="register", actor=user, to_state="active",
+                     data={"role": user.role})
+        db.session.commit()
+    except IntegrityError:
+        # The same e-mail registered at the same moment won the unique key: answered exactly as
+        # a taken e-mail is, so a race reveals no more than a second try would.
+        db.session.rollback()
+        existing = _find_by_email(fields["email"])
+        if existing is None:
+            raise
+        return _registration_of_taken_email(existing, fields)
     return Registration(user.email, user.display_name, user)
+
+
+def _registration_of_taken_email(existing: User, fields: dict) -> Registration:
+    """Record the attempt on the existing account and answer like a success without a user."""
+    record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
+                 comment="有人用此邮箱注册（账号未改变）")
+    db.session.commit()
+    return Registration(fields["email"].lower(), fields["display_name"], None)
 
 
 def _scope_errors(fields: dict, role: Role) -> dict[str, list[str]]:
@@ -140,12 +156,12 @@ def create_user(data: dict, actor: User | None = None) -> User:
         budget_unit_id=fields.get("budget_unit_id"),
     )
     user.set_password(fields["password"])
-    db.session.add(user)
-    db.session.flush()
-    record_event(subject_type="user", subject_id=user.id, action="create", actor=actor, to_state="active",
-                 data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
-                       "budget_unit_id": user.budget_unit_id, "email": user.email})
-    db.session.commit()
+    with unique_or_conflict("该邮箱已注册", "duplicate_email"):  # a simultaneous creation of the same e-mail
+        db.session.add(user)
+        db.session.flush()
+        record_event(subject_type="user", subject_id=user.id, action="create", actor=actor, to_state="active",
+                     data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
+                           "budget_unit_id": user.budget_unit_id, "email": user.email})
     return user
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
 
 from core.audit import history_of, record_event
+from core.db import unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.identifiers import whole_number
@@ -112,18 +112,16 @@ def set_target(actor: User, village_id: int, year: int, data: dict) -> TargetCha
         fields_ = VillageTargetSchema().load(data)
     except ValidationError as exc:
         raise ValidationFailed(fields=exc.messages) from None
-    change = _apply(actor, _village(village_id), year, fields_["target_fen"], fields_["reason"].strip(), "single")
-    _commit_or_conflict()
+    village = _village(village_id)
+    with _target_race():
+        change = _apply(actor, village, year, fields_["target_fen"], fields_["reason"].strip(), "single")
     return change
 
 
-def _commit_or_conflict() -> None:
-    """Commit; two people setting the same village and year at once: the second is told to retry."""
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict("该村该年度的目标刚被他人修改，请刷新后重试", code="target_changed") from None
+def _target_race():
+    """Commit the block; two people setting the same village and year at once: the one whose row
+    the unique key refuses (at a flush or the commit) is told to retry."""
+    return unique_or_conflict("该村该年度的目标刚被他人修改，请刷新后重试", "target_changed")
 
 
 def clear_target(actor: User, village_id: int, year: int, reason: str = "") -> TargetChange:
@@ -136,8 +134,8 @@ def clear_target(actor: User, village_id: int, year: int, reason: str = "") -> T
     village = _village(village_id)
     if _override(village_id, year) is None:
         raise NotFound("该村该年度没有单独设定的目标")
-    change = _apply(actor, village, year, None, (reason or "").strip()[:MAX_REASON], "single")
-    _commit_or_conflict()
+    with _target_race():
+        change = _apply(actor, village, year, None, (reason or "").strip()[:MAX_REASON], "single")
     return change
 
 
@@ -280,7 +278,7 @@ def import_csv(actor: User | None, data: bytes, *, reason: str = "") -> ImportRe
     report.errors = None
     existing = {(row.village_id, row.year): row for row in db.session.scalars(
         sa.select(VillageSalesTarget).where(VillageSalesTarget.year.in_({year for _, year in wanted})))}
-    try:
+    with _target_race():  # all rows or none
         for (village_id, year), (village, _, fen) in sorted(wanted.items(), key=lambda item: item[0]):
             change = _apply(actor, village, year, fen, (reason or "").strip()[:MAX_REASON], "csv_import",
                             known=existing.get((village_id, year)))
@@ -289,8 +287,4 @@ def import_csv(actor: User | None, data: bytes, *, reason: str = "") -> ImportRe
                 report.changed += 1
             else:
                 report.unchanged += 1
-        _commit_or_conflict()
-    except BaseException:
-        db.session.rollback()
-        raise
     return report

@@ -11,6 +11,7 @@ from certification import gate
 from certification.models import Product
 from core.audit import record_event
 from core.auth import ensure_cooperative_member
+from core.db import unique_or_conflict
 from core.errors import Conflict, NotFound, ValidationFailed
 from core.extensions import db
 from core.http import Page
@@ -78,35 +79,31 @@ def create_batch(actor: User, product_id: int, data: dict) -> Batch:
         raise ValidationFailed(fields={"village_id": ["产地须为该产品登记的产地村之一"]})
     if _lot_taken(product.id, fields["lot"]):
         raise Conflict(f"批号 {fields['lot']} 已被该产品使用", code="duplicate_lot")
-    cooperative = product.cooperative
-    batch = Batch(
-        product=product, village_id=fields["village_id"], lot=fields["lot"],
-        produced_on=fields["produced_on"], expires_on=fields["expires_on"],
-        quantity=fields["quantity"], available_quantity=fields["quantity"],
-        unit=fields["unit"] or product.unit, commitment_basis=fields["commitment_basis"],
-        committer=fields["committer"] or cooperative.name,
-        contact_phone=fields["contact_phone"] or cooperative.contact_phone,
-        created_by_id=actor.id,
-    )
-    db.session.add(batch)
-    db.session.flush()
-    db.session.add(BatchScanCounter(batch_id=batch.id, count=0))
-    village = db.session.get(Village, fields["village_id"])
-    db.session.add(TraceEvent(
-        batch_id=batch.id, biz_step="commissioning", event_time=batch.created_at or utcnow(), actor_id=actor.id,
-        location=f"{village.county}{village.township}{village.name}", partner=cooperative.name,
-        quantity=batch.quantity, note=f"生产日期 {batch.produced_on.isoformat()}",
-    ))
-    record_event(subject_type="batch", subject_id=batch.id, action="commission", actor=actor,
-                 to_state="commissioned",
-                 data={"product_id": product.id, "lot": batch.lot, "village_id": batch.village_id,
-                       "quantity": batch.quantity, "produced_on": batch.produced_on.isoformat()})
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # A concurrent request took the same lot between the check and the insert.
-        db.session.rollback()
-        raise Conflict(f"批号 {fields['lot']} 已被该产品使用", code="duplicate_lot") from None
+    # A concurrent request may take the same lot between the check above and the insert.
+    with unique_or_conflict(f"批号 {fields['lot']} 已被该产品使用", "duplicate_lot"):
+        cooperative = product.cooperative
+        batch = Batch(
+            product=product, village_id=fields["village_id"], lot=fields["lot"],
+            produced_on=fields["produced_on"], expires_on=fields["expires_on"],
+            quantity=fields["quantity"], available_quantity=fields["quantity"],
+            unit=fields["unit"] or product.unit, commitment_basis=fields["commitment_basis"],
+            committer=fields["committer"] or cooperative.name,
+            contact_phone=fields["contact_phone"] or cooperative.contact_phone,
+            created_by_id=actor.id,
+        )
+        db.session.add(batch)
+        db.session.flush()
+        db.session.add(BatchScanCounter(batch_id=batch.id, count=0))
+        village = db.session.get(Village, fields["village_id"])
+        db.session.add(TraceEvent(
+            batch_id=batch.id, biz_step="commissioning", event_time=batch.created_at or utcnow(), actor_id=actor.id,
+            location=f"{village.county}{village.township}{village.name}", partner=cooperative.name,
+            quantity=batch.quantity, note=f"生产日期 {batch.produced_on.isoformat()}",
+        ))
+        record_event(subject_type="batch", subject_id=batch.id, action="commission", actor=actor,
+                     to_state="commissioned",
+                     data={"product_id": product.id, "lot": batch.lot, "village_id": batch.village_id,
+                           "quantity": batch.quantity, "produced_on": batch.produced_on.isoformat()})
     notify_products_changed(product.id)
     return batch
 
