@@ -4,7 +4,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from core.config import PROJECT_ROOT, load_config
+from core.config import PROJECT_ROOT, check_config, load_config
 from core.extensions import csrf, db, migrate
 from core.money import format_yuan
 
@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(load_config(Path(app.instance_path)))
     if test_config:
         app.config.from_mapping(test_config)
+    check_config(app.config)
     app.json.ensure_ascii = False
     register_proxy(app)
     register_extensions(app)

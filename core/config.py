@@ -7,6 +7,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+class ConfigError(Exception):
+    """A setting the service cannot run with; its message is the one line an operator needs."""
+
+
 def _instance_secret(instance_path: Path) -> str:
     """Return a development SECRET_KEY kept in ``instance/``, creating it once.
 
@@ -31,7 +35,11 @@ def _flag(value: str | None) -> bool | None:
 def load_config(instance_path: Path) -> dict:
     """Build the Flask config mapping from environment variables."""
     env = os.environ
-    database_url = env.get("DATABASE_URL") or f"sqlite:///{instance_path / 'xiangban.sqlite3'}"
+    database_url = env.get("DATABASE_URL")
+    if not database_url:
+        # The default database lives in instance/, which a fresh checkout does not have yet.
+        instance_path.mkdir(parents=True, exist_ok=True)
+        database_url = f"sqlite:///{instance_path / 'xiangban.sqlite3'}"
     # SQLAlchemy needs the driver named; people paste plain postgres:// URLs.
     for prefix in ("postgres://", "postgresql://"):
         if database_url.startswith(prefix):
@@ -55,6 +63,9 @@ def load_config(instance_path: Path) -> dict:
         "STRIPE_SECRET_KEY": env.get("STRIPE_SECRET_KEY", ""),
         "STRIPE_WEBHOOK_SECRET": env.get("STRIPE_WEBHOOK_SECRET", ""),
         "STRIPE_API_BASE": env.get("STRIPE_API_BASE", ""),
+        # The offline simulated checkout (no money moves): only where someone asked for it, as the
+        # demo script does. Without it and without a Stripe key, online payment is unavailable.
+        "SANDBOX_PAYMENTS": bool(_flag(env.get("SANDBOX_PAYMENTS"))),
         "SEARCH_INDEX_DIR": env.get("SEARCH_INDEX_DIR") or str(instance_path / "search_index"),
         "REDIS_URL": env.get("REDIS_URL", ""),
         # API bearer tokens live one hour by default: a stolen token is good for little, and clients
@@ -80,3 +91,64 @@ def load_config(instance_path: Path) -> dict:
         "JSON_AS_ASCII": False,
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     }
+
+
+def check_config(config) -> None:
+    """Refuse settings the service would run wrongly with, before it answers anyone.
+
+    :raise ConfigError: a Stripe key without the webhook secret (payments could never be
+        confirmed), or a DATABASE_URL SQLAlchemy cannot use.
+    """
+    if config.get("STRIPE_SECRET_KEY") and not config.get("STRIPE_WEBHOOK_SECRET"):
+        raise ConfigError("已设置 STRIPE_SECRET_KEY 但缺少 STRIPE_WEBHOOK_SECRET：无法校验支付回调，拒绝启动 "
+                          "(STRIPE_SECRET_KEY is set without STRIPE_WEBHOOK_SECRET)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    uri = config.get("SQLALCHEMY_DATABASE_URI") or ""
+    try:
+        make_url(uri).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError, ImportError) as exc:
+        raise ConfigError(f"DATABASE_URL 无法使用（{_without_password(uri)}）：应为 postgresql://… 或 sqlite:///… "
+                          f"(DATABASE_URL is not a usable database URL: {exc.__class__.__name__})") from None
+
+
+def check_database(engine) -> None:
+    """Connect once, so a wrong host, database or password stops the start instead of every request.
+
+    :raise ConfigError: the database cannot be reached or refuses the connection.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
+        raise ConfigError(f"无法连接数据库 {_without_password(str(engine.url))}：{reason} "
+                          "(cannot connect to DATABASE_URL)") from None
+
+
+def check_schema(engine) -> None:
+    """The server's own check: the database has been set up (``flask --app wsgi setup``).
+
+    Not part of ``wsgi``: the setup command itself loads the app before the schema exists.
+
+    :raise ConfigError: no migration has been applied to this database.
+    """
+    import sqlalchemy as sa
+
+    if not sa.inspect(engine).has_table("alembic_version"):
+        raise ConfigError(f"数据库 {_without_password(str(engine.url))} 尚未初始化：请先运行 flask --app wsgi setup "
+                          "(the database has no schema yet)")
+
+
+def _without_password(uri: str) -> str:
+    """A database URL fit for a log line."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL is shown by its scheme only
+        return uri.split(":", 1)[0] + ":…"

@@ -10,6 +10,8 @@ if [ -z "${BANK_TRANSFER_PAYEE:-}${BANK_TRANSFER_BANK:-}${BANK_TRANSFER_ACCOUNT:
   export BANK_TRANSFER_BANK="演示银行（仅供演示，请勿转账）"
   export BANK_TRANSFER_ACCOUNT="演示账号 0000 0000 0000 0000"
 fi
+# Demo only: online orders are paid in the clearly labelled simulated checkout (no money moves).
+export SANDBOX_PAYMENTS="${SANDBOX_PAYMENTS:-1}"
 .venv/bin/flask setup
 .venv/bin/flask demo
 echo "打开 http://127.0.0.1:${PORT:-5000}/ （演示账号见 README）"

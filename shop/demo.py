@@ -130,7 +130,7 @@ class _OrderStory:
         order, _ = services.place_order(self.consumer, {
             "lines": [{"product_id": pid, "quantity": qty} for pid, qty in wanted.items()],
             "payment_method": "stripe", "shipping": _shipping(index)})
-        services.pay_in_sandbox(order.checkout_session_id)
+        services.pay_in_sandbox(self.consumer, order.checkout_session_id)
         self.orders[f"online-{index}"] = order.id
 
     def order_for_canteen(self, name: str, moment: datetime, pick_last: bool) -> None:
@@ -212,6 +212,8 @@ def load(timeline: DemoTimeline | None = None) -> list[str]:
     lines = []
     if payments.stripe_enabled():
         lines.append("已配置 STRIPE_SECRET_KEY：跳过演示在线订单，以免在 Stripe 上创建支付会话。")
+    elif not payments.sandbox_enabled():
+        lines.append("未开启模拟支付（SANDBOX_PAYMENTS=1）：跳过演示在线订单。")
     else:
         story.plan_online()
     story.plan_canteen()

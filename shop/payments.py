@@ -37,9 +37,27 @@ class PaymentProviderError(AppError):
     status, code, message = 502, "payment_provider_error", "支付服务暂时不可用，请稍后再试"
 
 
+class PaymentsUnavailable(AppError):
+    """Neither Stripe nor the demo's simulated checkout is configured: nobody can pay online."""
+
+    status, code, message = 503, "payments_unavailable", "在线支付暂未开通，请稍后再试或联系平台工作人员"
+
+
 def stripe_enabled() -> bool:
-    """True when a Stripe secret key is configured (otherwise the offline sandbox is used)."""
+    """True when a Stripe secret key is configured."""
     return bool(current_app.config.get("STRIPE_SECRET_KEY"))
+
+
+def sandbox_enabled() -> bool:
+    """True when the offline simulated checkout is on: asked for (``SANDBOX_PAYMENTS``, the demo
+    turns it on) and no Stripe key configured. Off, nobody can mark an order paid without money."""
+    return not stripe_enabled() and bool(current_app.config.get("SANDBOX_PAYMENTS"))
+
+
+def ensure_online_payments() -> None:
+    """:raise PaymentsUnavailable: no way to pay online is configured (503)."""
+    if not stripe_enabled() and not sandbox_enabled():
+        raise PaymentsUnavailable()
 
 
 def sandbox_secret() -> str:

@@ -168,6 +168,7 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
         or an Idempotency-Key reused with another body.
     :raise Conflict: a product not sellable now (409 ``product_not_sellable``), or not enough
         stock (409 ``insufficient_stock``, nothing reserved).
+    :raise PaymentsUnavailable: online payment with neither Stripe nor the simulated checkout on (503).
     """
     fingerprint = _fingerprint(data)
     if idempotency_key:
@@ -179,6 +180,8 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
         raise Forbidden("对公转账仅限机关食堂采购员使用", code="bank_transfer_not_allowed")
     if canteen and buyer.budget_unit_id is None:
         raise Forbidden("该采购员账号未关联预算单位", code="no_budget_unit")
+    if data["payment_method"] == "stripe":
+        payments.ensure_online_payments()  # before any stock is reserved
 
     wanted: dict[int, int] = {}
     first_index: dict[int, int] = {}
@@ -561,15 +564,13 @@ def _int_or_none(value) -> int | None:
     return whole_number(value) if isinstance(value, str) else None
 
 
-def pay_in_sandbox(session_id: str) -> Order:
+def pay_in_sandbox(buyer: User, session_id: str) -> Order:
     """The offline simulated checkout: sign a completed-session event and deliver it to the webhook.
 
-    :raise NotFound: unknown sandbox session (or a real Stripe key is configured).
+    :raise NotFound: the simulated checkout is off, the session is unknown, or not ``buyer``'s.
     :raise Conflict: the order is no longer awaiting payment.
     """
-    if payments.stripe_enabled() or not session_id.startswith(payments.SANDBOX_PREFIX):
-        raise NotFound("模拟支付页面不存在")
-    order = sandbox_order(session_id)
+    order = sandbox_order(buyer, session_id)
     if order.status != OrderStatus.PENDING_PAYMENT.value:
         raise Conflict(f"订单当前状态为“{order.status_label}”，无需支付", code="invalid_order_status")
     body = payments.sandbox_completed_event(order)
@@ -577,13 +578,18 @@ def pay_in_sandbox(session_id: str) -> Order:
     return db.session.get(Order, order.id)
 
 
-def sandbox_order(session_id: str) -> Order:
-    """The order behind a sandbox checkout session, releasing it first if its reservation lapsed.
+def sandbox_order(buyer: User, session_id: str) -> Order:
+    """``buyer``'s order behind a sandbox checkout session, released first if its reservation lapsed.
 
-    :raise NotFound: no such session.
+    Only the buyer may pay it here: a checkout link that leaks (a shared screen, a log) must not
+    let anyone else turn the order into a village sale.
+
+    :raise NotFound: the simulated checkout is off, no such session, or someone else's order.
     """
+    if not payments.sandbox_enabled() or not session_id.startswith(payments.SANDBOX_PREFIX):
+        raise NotFound("模拟支付页面不存在")
     order = db.session.scalar(sa.select(Order).where(Order.checkout_session_id == session_id))
-    if order is None or payments.stripe_enabled():
+    if order is None or order.buyer_id != buyer.id:
         raise NotFound("模拟支付页面不存在")
     if order.status == OrderStatus.PENDING_PAYMENT.value and _is_stale(order, utcnow()):
         _release_if_stale(order.id)

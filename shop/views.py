@@ -221,11 +221,13 @@ def _to_payment(order):
 
 
 @bp.route("/pay/sandbox/<session_id>", methods=["GET", "POST"])
+@require_login
 def sandbox_checkout(session_id: str):
-    """The clearly labelled offline checkout: paying here sends a signed event to the real webhook code."""
-    order = services.sandbox_order(session_id)
+    """The clearly labelled offline checkout (demo only, its buyer only): paying here sends a
+    signed event to the real webhook code."""
+    order = services.sandbox_order(current_user(), session_id)
     if request.method == "POST":
-        order = services.pay_in_sandbox(session_id)
+        order = services.pay_in_sandbox(current_user(), session_id)
         flash("模拟支付成功（未真实扣款）")
         return redirect(url_for("shop.order_detail", order_id=order.id))
     return render_template("shop/sandbox_checkout.html", order=order,

@@ -35,6 +35,9 @@ def app():
             "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
             "STRIPE_SECRET_KEY": "",
             "STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+            # The offline simulated checkout, as the demo runs it (tests/shop/test_sandbox_checkout.py
+            # covers it switched off).
+            "SANDBOX_PAYMENTS": True,
         })
         with app.app_context():
             _reset_schema()

@@ -45,6 +45,7 @@ def village_sales():
     # proves it); dumping 1,110 of them through marshmallow would add ~40 ms to every call.
     return jsonify({"year": report.filters.year, "sort": report.sort, "items": report.items,
                     "totals": TotalsSchema().dump(report.totals),
+                    "simulated_payment_orders": services.simulated_payment_orders(report.filters.year),
                     "total": report.total, "page": page.number, "per_page": page.size})
 
 
@@ -53,7 +54,8 @@ def village_sales():
 def county_sales():
     """Sales, villages, villages at target, target and progress per county and per zone."""
     query = ReportQuerySchema().load_args(request.args)
-    return jsonify(CountySalesSchema().dump(services.report_county_sales(current_user(), query["filters"])))
+    body = CountySalesSchema().dump(services.report_county_sales(current_user(), query["filters"]))
+    return jsonify({**body, "simulated_payment_orders": services.simulated_payment_orders(query["filters"].year)})
 
 
 @bp.get("/reports/monthly-sales")
@@ -61,7 +63,8 @@ def county_sales():
 def monthly_sales():
     """Sales per Asia/Shanghai month of the year, with the running total against the target."""
     query = ReportQuerySchema().load_args(request.args)
-    return jsonify(MonthlySalesSchema().dump(services.report_monthly_sales(current_user(), query["filters"])))
+    body = MonthlySalesSchema().dump(services.report_monthly_sales(current_user(), query["filters"]))
+    return jsonify({**body, "simulated_payment_orders": services.simulated_payment_orders(query["filters"].year)})
 
 
 @bp.get("/budget-units/<int:unit_id>/reserved-share")

@@ -105,6 +105,17 @@ class Reconciliation:
         return not self.differences and not self.anomaly_count
 
 
+def simulated_payment_orders(year: int) -> int:
+    """How many orders paid in ``year`` (Asia/Shanghai) were paid in the offline simulated checkout.
+
+    Their sales are in the reports like any other (the demo needs its story), but no money moved:
+    every report says so whenever this is not zero, so a demo figure is never read as real.
+    """
+    start, end = shanghai_year_bounds(year)
+    return db.session.scalar(sa.select(sa.func.count(Order.id)).where(
+        Order.payment_provider == "sandbox", Order.paid_at >= start, Order.paid_at < end)) or 0
+
+
 def default_year() -> int:
     """The current Asia/Shanghai year, the default of every report."""
     return shanghai_today().year

@@ -78,6 +78,7 @@ def _context(query: dict) -> dict:
         "counties": COUNTIES, "zone_labels": ZONE_LABELS, "channel_labels": CHANNEL_LABELS,
         "category_labels": CATEGORY_LABELS, "sort_labels": SORT_LABELS,
         "county_locked": user.has_role(Role.COUNTY_REVIEWER),
+        "simulated_orders": services.simulated_payment_orders(filters.year),
         "percent": _percent, "bar": _bar, "money": _money,
     }
 

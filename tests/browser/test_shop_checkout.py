@@ -145,5 +145,5 @@ def place_paid_order(make, product):
         "lines": [{"product_id": product.id, "quantity": 1}], "payment_method": "stripe",
         "shipping": {"name": "李小花", "phone": "13812345678", "address": "湖南省吉首市人民北路 18 号"},
         "purchase_order_no": None, "invoice": None})
-    services.pay_in_sandbox(order.checkout_session_id)
+    services.pay_in_sandbox(buyer, order.checkout_session_id)
     return db.session.get(Order, order.id)

@@ -161,6 +161,7 @@ def test_sandbox_uses_a_per_instance_secret_when_none_is_configured(client, make
     try:
         order, buyer, _ = _order(client, make)
         assert deliver(client, completed_event(order), secret="").status_code == 400
+        client.post("/login", data={"email": buyer.email, "password": "password123"})
         assert client.post(f"/pay/sandbox/{order['payment']['checkout_session_id']}").status_code == 302
         assert _status(client, make, order, buyer)["status"] == "paid"
     finally:
