@@ -54,14 +54,18 @@ class BulkSchema(Schema):
 
     @validates_schema
     def validate_tiers(self, data, **kwargs):
-        """Tiers start at or above the MOQ and rise strictly in quantity."""
+        """Tiers start at or above the MOQ, rise strictly in quantity and fall strictly in price
+        (a bigger order never pays more a unit; below the list price is checked by the service,
+        which knows the price a PATCH leaves unchanged)."""
         previous = None
         for index, tier in enumerate(data.get("tiers", [])):
             if tier["min_qty"] < data["moq"]:
                 raise ValidationError({"tiers": {index: {"min_qty": ["不能小于起订量 moq"]}}})
-            if previous is not None and tier["min_qty"] <= previous:
+            if previous is not None and tier["min_qty"] <= previous["min_qty"]:
                 raise ValidationError({"tiers": {index: {"min_qty": ["各档 min_qty 必须严格递增"]}}})
-            previous = tier["min_qty"]
+            if previous is not None and tier["price_fen"] >= previous["price_fen"]:
+                raise ValidationError({"tiers": {index: {"price_fen": ["各档价格须随数量增加而严格降低"]}}})
+            previous = tier
 
 
 class ProductInputSchema(Schema):

@@ -53,6 +53,7 @@ from core.db import commit_or_conflict, unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Cooperative, Role, User, Village
+from core.money import format_yuan
 from core.signals import notify_products_changed
 from core.timeutil import shanghai_today, utcnow
 
@@ -197,6 +198,24 @@ def _set_bulk(product: Product, bulk: dict | None) -> None:
     product.bulk_tiers.extend(BulkTier(min_qty=t["min_qty"], price_fen=t["price_fen"]) for t in bulk["tiers"])
 
 
+def _check_tier_prices(price_fen: int, bulk: dict | None, *, blame_price: bool) -> None:
+    """Every canteen tier is strictly below the list price (a canteen was once charged ¥999 a unit
+    for a ¥168 product).
+
+    :raise ValidationFailed: on the tiers, or on ``price_fen`` when ``blame_price`` (only the
+        price changed, under tiers already saved).
+    """
+    tiers = (bulk or {}).get("tiers") or []
+    too_high = {index: tier for index, tier in enumerate(tiers) if tier["price_fen"] >= price_fen}
+    if not too_high:
+        return
+    if blame_price:
+        raise ValidationFailed(fields={"price_fen": [
+            f"须高于各档团购价（最高 {format_yuan(max(t['price_fen'] for t in tiers))}），或先修改团购价"]})
+    raise ValidationFailed(fields={"bulk": {"tiers": {index: {"price_fen": [f"团购价须低于零售价 {format_yuan(price_fen)}"]}
+                                                      for index in too_high}}})
+
+
 def _bulk_of(product: Product) -> dict | None:
     if product.bulk_moq is None:
         return None
@@ -220,6 +239,7 @@ def create_product(actor: User, data: dict) -> Product:
     cooperative_id = _acting_cooperative(actor, fields.pop("cooperative_id", None))
     villages = _villages(fields.pop("village_ids"))
     bulk = fields.pop("bulk")
+    _check_tier_prices(fields["price_fen"], bulk, blame_price=False)
     _ensure_gtin_free(fields["gtin"])
     with _gtin_race():
         product = Product(cooperative_id=cooperative_id, status=ProductStatus.DRAFT.value, **fields)
@@ -260,6 +280,10 @@ def update_product(actor: User, product_id: int, data: dict) -> Product:
             changes["village_ids"] = ([v.id for v in product.villages], fields["village_ids"])
     if "bulk" in fields and fields["bulk"] != _bulk_of(product):
         changes["bulk"] = (_bulk_of(product), fields["bulk"])
+    if "price_fen" in changes or "bulk" in changes:
+        _check_tier_prices(fields.get("price_fen", product.price_fen),
+                           fields["bulk"] if "bulk" in changes else _bulk_of(product),
+                           blame_price="bulk" not in changes)
     locked = [key for key in BRAND_FIELDS if key in changes]
     if locked and holds_or_seeks_brand(product):
         raise Conflict(

@@ -122,12 +122,14 @@ def list_orders(user: User, *, status: str | None = None, own_only: bool = False
 # ---------------------------------------------------------------- prices
 
 def unit_price_fen(product: Product, quantity: int, canteen: bool) -> int:
-    """The server's unit price: list price, or for canteens the best tier the quantity reaches."""
+    """The server's unit price: list price, or for canteens the best tier the quantity reaches.
+
+    Never above the list price, even for a tier saved before tiers had to be below it."""
     price = product.price_fen
     if canteen:
         for tier in product.bulk_tiers:  # ordered by min_qty
             if quantity >= tier.min_qty:
-                price = tier.price_fen
+                price = min(tier.price_fen, product.price_fen)
     return price
 
 
