@@ -67,6 +67,8 @@ class Order(db.Model):
     shipping_phone = db.Column(db.String(30), nullable=False)
     shipping_address = db.Column(db.String(300), nullable=False)
     purchase_order_no = db.Column(db.String(64), nullable=True)
+    #: The day the buyer wants the goods (Asia/Shanghai date); the address is ``shipping_address``.
+    delivery_date = db.Column(db.Date, nullable=True)
     invoice_title = db.Column(db.String(120), nullable=True)
     invoice_tax_id = db.Column(db.String(20), nullable=True)
     checkout_session_id = db.Column(db.String(255), nullable=True, unique=True)

@@ -1,8 +1,10 @@
 """marshmallow schemas for orders: what callers may send, and what each viewer is shown."""
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from datetime import timedelta
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
 from core.schemas import ROW_ID
-from core.timeutil import isoformat
+from core.timeutil import isoformat, shanghai_today
 from shop.models import CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS
 from shop.settings import bank_transfer_account
 from shop.states import OrderStatus
@@ -10,23 +12,34 @@ from shop.states import OrderStatus
 REQUIRED = {"required": "必填", "null": "不能为空"}
 INTEGER = {**REQUIRED, "invalid": "必须是整数"}
 MAX_QUANTITY = 100_000
+MAX_DELIVERY_DAYS = 366
 
 
 class _Lenient(Schema):
-    """Unknown keys are ignored: other systems may send fields we do not use."""
+    """Unknown keys are ignored (query strings: paging and future parameters are not filters)."""
 
     class Meta:
         unknown = EXCLUDE
 
 
-class OrderLineInSchema(_Lenient):
+class _Strict(Schema):
+    """Order bodies: an unknown key is a 422, never silently dropped (a canteen's ``delivery_date``
+    once was, before the field existed, and the buyer believed it had been taken)."""
+
+    error_messages = {"unknown": "未知字段（不是订单的一部分，请检查字段名）"}
+
+    class Meta:
+        unknown = RAISE
+
+
+class OrderLineInSchema(_Strict):
     product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER, validate=ROW_ID)
     quantity = fields.Integer(required=True, strict=True, error_messages=INTEGER,
                               validate=validate.Range(min=1, max=MAX_QUANTITY,
                                                       error=f"数量须在 1 到 {MAX_QUANTITY} 之间"))
 
 
-class ShippingSchema(_Lenient):
+class ShippingSchema(_Strict):
     name = fields.String(required=True, error_messages=REQUIRED,
                          validate=validate.Length(min=1, max=50, error="长度须为 1 到 50"))
     phone = fields.String(required=True, error_messages=REQUIRED,
@@ -35,7 +48,7 @@ class ShippingSchema(_Lenient):
                             validate=validate.Length(min=5, max=300, error="地址长度须为 5 到 300"))
 
 
-class InvoiceSchema(_Lenient):
+class InvoiceSchema(_Strict):
     title = fields.String(required=True, error_messages=REQUIRED,
                           validate=validate.Length(min=1, max=120, error="长度须为 1 到 120"))
     # 纳税人识别号: the 18-character credit code today, 15 or 20 characters for older ones.
@@ -43,7 +56,7 @@ class InvoiceSchema(_Lenient):
                            validate=validate.Regexp(r"^[0-9A-Z]{15,20}$", error="纳税人识别号须为 15 到 20 位数字或大写字母"))
 
 
-class OrderCreateSchema(_Lenient):
+class OrderCreateSchema(_Strict):
     lines = fields.List(fields.Nested(OrderLineInSchema), required=True, error_messages=REQUIRED,
                         validate=validate.Length(min=1, max=50, error="订单须有 1 到 50 行"))
     payment_method = fields.String(required=True, error_messages=REQUIRED,
@@ -52,23 +65,37 @@ class OrderCreateSchema(_Lenient):
     purchase_order_no = fields.String(load_default=None, allow_none=True,
                                       validate=validate.Length(min=1, max=64, error="长度须为 1 到 64"))
     invoice = fields.Nested(InvoiceSchema, load_default=None, allow_none=True)
+    # When the goods should arrive (canteens plan meals around it); the address is ``shipping``'s.
+    delivery_date = fields.Date(load_default=None, allow_none=True,
+                                error_messages={"invalid": "日期格式应为 YYYY-MM-DD"})
+
+    @validates("delivery_date")
+    def validate_delivery_date(self, value, **kwargs):
+        """Today (Asia/Shanghai) at the earliest, and within a year."""
+        if value is None:
+            return
+        today = shanghai_today()
+        if value < today:
+            raise ValidationError(f"送达日期不能早于今天（{today.isoformat()}）")
+        if value > today + timedelta(days=MAX_DELIVERY_DAYS):
+            raise ValidationError(f"送达日期须在 {MAX_DELIVERY_DAYS} 天以内")
 
 
-class TransferConfirmSchema(_Lenient):
+class TransferConfirmSchema(_Strict):
     amount_fen = fields.Integer(required=True, strict=True, error_messages=INTEGER,
                                 validate=validate.Range(min=1, error="金额须大于 0"))
     reference = fields.String(required=True, error_messages=REQUIRED,
                               validate=validate.Length(min=1, max=120, error="长度须为 1 到 120"))
 
 
-class RefundCreateSchema(_Lenient):
+class RefundCreateSchema(_Strict):
     amount_fen = fields.Integer(required=True, strict=True, error_messages=INTEGER,
                                 validate=validate.Range(min=1, error="金额须大于 0"))
     reason = fields.String(required=True, error_messages=REQUIRED,
                            validate=validate.Length(min=1, max=500, error="长度须为 1 到 500"))
 
 
-class ShipSchema(_Lenient):
+class ShipSchema(_Strict):
     carrier = fields.String(required=True, error_messages=REQUIRED,
                             validate=validate.Length(min=1, max=40, error="长度须为 1 到 40"))
     tracking_number = fields.String(required=True, error_messages=REQUIRED,
@@ -153,6 +180,7 @@ def dump_order(order, cooperative_id: int | None = None) -> dict:
         "shipping": {"name": order.shipping_name, "phone": order.shipping_phone, "address": order.shipping_address},
         "fulfilments": _FULFILMENTS.dump(fulfilments),
         "purchase_order_no": order.purchase_order_no,
+        "delivery_date": order.delivery_date.isoformat() if order.delivery_date else None,
         "created_at": isoformat(order.created_at),
         "paid_at": isoformat(order.paid_at),
         "shipped_at": isoformat(order.shipped_at),

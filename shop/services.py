@@ -322,6 +322,7 @@ def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idem
         total_fen=sum(prices[pid] * qty for pid, qty in wanted.items()), refunded_fen=0,
         shipping_name=shipping["name"].strip(), shipping_phone=shipping["phone"].strip(),
         shipping_address=shipping["address"].strip(), purchase_order_no=data.get("purchase_order_no"),
+        delivery_date=data.get("delivery_date"),
         invoice_title=invoice.get("title"), invoice_tax_id=invoice.get("tax_id"),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,
         reserved_until=_reservation_deadline(method, now), created_at=now,
@@ -769,11 +770,15 @@ def _complete(order: Order, *, actor, comment: str) -> None:
 
 
 def auto_complete_shipped(now: datetime | None = None) -> int:
-    """Complete orders shipped more than ORDER_AUTO_COMPLETE_DAYS ago (自动确认收货)."""
+    """Complete online orders shipped more than ORDER_AUTO_COMPLETE_DAYS ago (自动确认收货).
+
+    Never a canteen order: a public body's purchase is complete only when its buyer has inspected
+    the delivery and confirmed it (验货), because that confirmation is what its audit asks for.
+    """
     now = now or utcnow()
     cutoff = now - timedelta(days=setting("ORDER_AUTO_COMPLETE_DAYS"))
     ids = list(db.session.scalars(sa.select(Order.id).where(Order.status == OrderStatus.SHIPPED.value,
-                                                            Order.shipped_at < cutoff)))
+                                                            Order.channel == "online", Order.shipped_at < cutoff)))
     db.session.rollback()
     done = 0
     for order_id in ids:

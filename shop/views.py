@@ -189,6 +189,7 @@ def checkout():
             "shipping": {"name": form.get("name", ""), "phone": form.get("phone", ""),
                          "address": form.get("address", "")},
             "purchase_order_no": form.get("purchase_order_no") or None,
+            "delivery_date": form.get("delivery_date") or None,
             "invoice": ({"title": form.get("invoice_title", ""), "tax_id": form.get("invoice_tax_id", "")}
                         if form.get("invoice_title") or form.get("invoice_tax_id") else None),
         }

@@ -26,7 +26,10 @@ def test_consumer_order_is_priced_by_the_server_and_reserves_stock(client, make)
     batch(tea, quantity=10)
     buyer = make.user(Role.CONSUMER)
     body = order_body((tea, 3))
-    body["lines"][0]["unit_price_fen"] = 1  # a client-sent price is ignored
+    body["lines"][0]["unit_price_fen"] = 1  # a client-sent price is refused, never used
+    refused = client.post("/api/v1/orders", json=body, headers=make.headers(buyer))
+    assert refused.status_code == 422 and "unit_price_fen" in refused.get_json()["error"]["fields"]["lines"]["0"]
+    del body["lines"][0]["unit_price_fen"]
     response = client.post("/api/v1/orders", json=body, headers=make.headers(buyer))
     assert response.status_code == 201
     order = response.get_json()
