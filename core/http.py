@@ -1,8 +1,9 @@
 """Small helpers every request goes through: ids in paths, the JSON body, text that no
 database stores, pagination, list envelopes."""
 from dataclasses import dataclass
+from urllib.parse import quote
 
-from flask import request
+from flask import Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from core.errors import BadRequest, NotFound, ValidationFailed
@@ -145,3 +146,14 @@ def page_params(max_per_page: int = 500, default_per_page: int = 50) -> Page:
 def list_envelope(items: list, total: int, page: Page, **extra) -> dict:
     """Return the contract's list body ``{"items", "total", "page", "per_page"}``."""
     return {"items": items, "total": total, "page": page.number, "per_page": page.size, **extra}
+
+
+def pdf_download(content: bytes, filename: str, sha256: str | None = None) -> Response:
+    """A PDF as a download with its Chinese file name (RFC 6266/5987) and, when given, its
+    SHA-256 in ``X-Content-SHA256`` so a filed copy can be checked against the platform's."""
+    response = Response(content, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f"attachment; filename=\"document.pdf\"; filename*=UTF-8''{quote(filename)}"
+    response.headers["Cache-Control"] = "private, no-store"
+    if sha256:
+        response.headers["X-Content-SHA256"] = sha256
+    return response

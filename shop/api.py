@@ -1,11 +1,12 @@
 """Orders and payment JSON API (``/api/v1``): thin — parse, load, call a service, dump."""
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify, request, url_for
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
-from core.http import json_body, list_envelope, page_params
+from core.http import json_body, list_envelope, page_params, pdf_download
+from core.identifiers import whole_number
 from core.models import Role
-from shop import services
+from shop import documents, services
 from shop.schemas import (OrderCreateSchema, OrderQuerySchema, RefundCreateSchema, ShipSchema,
                           TransferConfirmSchema, dump_order)
 
@@ -104,3 +105,37 @@ def stripe_webhook():
     result = services.handle_stripe_webhook(request.get_data(cache=False),
                                             request.headers.get("Stripe-Signature"))
     return jsonify(result)
+
+
+@bp.get("/orders/<int:order_id>/documents")
+@require_login
+def list_documents(order_id: int):
+    """The order's PDF documents the caller may download (purchase order, delivery notes, receipt)."""
+    user = current_user()
+    order = documents.order_for_documents(user, order_id)
+    items = [{"kind": item.kind, "scope": item.scope, "label": item.label,
+              "issued": item.issued is not None,
+              "sha256": item.issued.sha256 if item.issued else None,
+              "url": url_for("shop_api.get_document", order_id=order.id, kind=item.kind,
+                             cooperative_id=item.scope or None)}
+             for item in documents.available_documents(user, order)]
+    return jsonify({"items": items})
+
+
+@bp.get("/orders/<int:order_id>/documents/<any(purchase_order, delivery_note, payment_receipt):kind>.pdf")
+@require_login
+def get_document(order_id: int, kind: str):
+    """One document as PDF, issued on the first request and frozen (``X-Content-SHA256``)."""
+    document = documents.get_document(current_user(), order_id, kind, _scope_arg())
+    return pdf_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
+
+
+def _scope_arg() -> int:
+    """``?cooperative_id=`` names a delivery note's cooperative (absent: the whole order)."""
+    raw = request.args.get("cooperative_id")
+    if raw in (None, ""):
+        return 0
+    value = whole_number(raw)
+    if not value:
+        raise ValidationFailed(fields={"cooperative_id": ["必须是正整数"]})
+    return value

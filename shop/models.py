@@ -279,3 +279,33 @@ class CartItem(db.Model):
     product_id = db.Column(db.Integer, db.ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
     quantity = db.Column(db.Integer, nullable=False)
     added_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+
+#: The PDF documents an order can have, and what each is called on paper.
+DOCUMENT_KINDS = ("purchase_order", "delivery_note", "payment_receipt")
+DOCUMENT_LABELS = {"purchase_order": "采购单", "delivery_note": "送货单", "payment_receipt": "付款回单"}
+
+
+class OrderDocument(db.Model):
+    """A PDF issued for an order, frozen: the bytes and their SHA-256 are stored once and served
+    as they are ever after, so what an auditor downloads next year is what the buyer filed."""
+
+    __tablename__ = "order_documents"
+    __table_args__ = (
+        # ``scope``: 0 for the whole order, else the cooperative a delivery note is for.
+        sa.UniqueConstraint("order_id", "kind", "scope", name="uq_order_documents_order_kind_scope"),
+        sa.CheckConstraint(_in("kind", DOCUMENT_KINDS), name="kind_known"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    kind = db.Column(db.String(20), nullable=False)
+    scope = db.Column(db.Integer, nullable=False, default=0)
+    number = db.Column(db.String(48), nullable=False)
+    issued_at = db.Column(UTCDateTime, nullable=False)
+    sha256 = db.Column(db.String(64), nullable=False)
+    content = db.Column(db.LargeBinary, nullable=False)
+
+    @property
+    def label(self) -> str:
+        return DOCUMENT_LABELS[self.kind]

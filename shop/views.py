@@ -9,12 +9,13 @@ from marshmallow import ValidationError
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import AppError, Forbidden, NotFound
+from core.http import pdf_download
 from core.identifiers import whole_number
 from core.models import Role
 from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
 from core.village_registry import COUNTIES
-from shop import services, settings, storefront
+from shop import documents, services, settings, storefront
 from shop.schemas import OrderCreateSchema, RefundCreateSchema, ShipSchema, TransferConfirmSchema
 from shop.states import OrderStatus
 
@@ -269,7 +270,16 @@ def _order_page(order_id: int, failed: "FormFailure | None" = None, status: int 
                            is_buyer=order.buyer_id == user.id, just_paid=request.args.get("paid") == "1",
                            finance=user.has_role(Role.FINANCE, Role.ADMIN), user=user,
                            refundable=services.refundable(order), bank_account=bank_account,
-                           failed=failed), status
+                           documents=documents.available_documents(user, order), failed=failed), status
+
+
+@bp.get("/orders/<int:order_id>/documents/<any(purchase_order, delivery_note, payment_receipt):kind>.pdf")
+@require_login
+def order_document(order_id: int, kind: str):
+    """Download one of the order's PDF documents (issued on first request, then frozen)."""
+    scope = whole_number(request.args.get("cooperative_id")) or 0
+    document = documents.get_document(current_user(), order_id, kind, scope)
+    return pdf_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
 
 
 # ---------------------------------------------------------------- order actions from forms
