@@ -148,11 +148,17 @@ def list_envelope(items: list, total: int, page: Page, **extra) -> dict:
     return {"items": items, "total": total, "page": page.number, "per_page": page.size, **extra}
 
 
-def pdf_download(content: bytes, filename: str, sha256: str | None = None) -> Response:
-    """A PDF as a download with its Chinese file name (RFC 6266/5987) and, when given, its
-    SHA-256 in ``X-Content-SHA256`` so a filed copy can be checked against the platform's."""
-    response = Response(content, mimetype="application/pdf")
-    response.headers["Content-Disposition"] = f"attachment; filename=\"document.pdf\"; filename*=UTF-8''{quote(filename)}"
+DOWNLOAD_TYPES = {"pdf": "application/pdf", "csv": "text/csv; charset=utf-8",
+                  "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+def file_download(content: bytes, filename: str, sha256: str | None = None) -> Response:
+    """A PDF, CSV or XLSX as a download with its Chinese file name (RFC 6266/5987, ASCII fallback)
+    and, when given, its SHA-256 in ``X-Content-SHA256`` so a filed copy can be checked."""
+    extension = filename.rsplit(".", 1)[1]
+    response = Response(content, mimetype=DOWNLOAD_TYPES[extension])
+    response.headers["Content-Disposition"] = (f"attachment; filename=\"download.{extension}\"; "
+                                               f"filename*=UTF-8''{quote(filename)}")
     response.headers["Cache-Control"] = "private, no-store"
     if sha256:
         response.headers["X-Content-SHA256"] = sha256

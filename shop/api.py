@@ -3,7 +3,7 @@ from flask import Blueprint, jsonify, request, url_for
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
-from core.http import json_body, list_envelope, page_params, pdf_download
+from core.http import file_download, json_body, list_envelope, page_params
 from core.identifiers import whole_number
 from core.models import Role
 from shop import documents, services
@@ -127,7 +127,7 @@ def list_documents(order_id: int):
 def get_document(order_id: int, kind: str):
     """One document as PDF, issued on the first request and frozen (``X-Content-SHA256``)."""
     document = documents.get_document(current_user(), order_id, kind, _scope_arg())
-    return pdf_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
+    return file_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
 
 
 def _scope_arg() -> int:

@@ -9,7 +9,7 @@ from marshmallow import ValidationError
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import AppError, Forbidden, NotFound
-from core.http import pdf_download
+from core.http import file_download
 from core.identifiers import whole_number
 from core.models import Role
 from core.money import format_yuan, parse_yuan
@@ -279,7 +279,7 @@ def order_document(order_id: int, kind: str):
     """Download one of the order's PDF documents (issued on first request, then frozen)."""
     scope = whole_number(request.args.get("cooperative_id")) or 0
     document = documents.get_document(current_user(), order_id, kind, scope)
-    return pdf_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
+    return file_download(document.content, f"{document.label}-{document.number}.pdf", document.sha256)
 
 
 # ---------------------------------------------------------------- order actions from forms

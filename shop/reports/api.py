@@ -2,8 +2,9 @@
 from flask import Blueprint, Response, jsonify, request
 
 from core.auth import current_user, require_login, require_roles
-from core.http import page_params
-from shop.reports import exports, services
+from core.errors import ValidationFailed
+from core.http import file_download, page_params
+from shop.reports import exports, filings, services
 from shop.reports.schemas import (CountySalesSchema, MonthlySalesSchema, ReportQuerySchema, ReservedShareSchema,
                                   ReservedSharesSchema, TotalsSchema, YearQuerySchema)
 
@@ -73,6 +74,8 @@ def reserved_share(unit_id: int):
     """A canteen's paid purchases in ``?year=`` (default this year) against that year's reserved share:
     the budget and share in force that year, which later changes to the unit never move."""
     year = YearQuerySchema().load_args(request.args)["year"]
+    if (extension := file_format()) is not None:  # the unit's annual filing (预留份额年度报备)
+        return file_download(*filings.unit_filing_file(filings.unit_filing(current_user(), unit_id, year), extension))
     return jsonify(ReservedShareSchema().dump(services.report_reserved_share(current_user(), unit_id, year)))
 
 
@@ -81,4 +84,17 @@ def reserved_share(unit_id: int):
 def reserved_shares():
     """Every budget unit's paid canteen purchases this year against its reserved share, furthest behind first."""
     year = YearQuerySchema().load_args(request.args)["year"]
+    if (extension := file_format()) is not None:
+        return file_download(*filings.units_filing_file(filings.units_filing(current_user(), year), extension))
     return jsonify(ReservedSharesSchema().dump(services.report_reserved_shares(current_user(), year)))
+
+
+def file_format() -> str | None:
+    """``?format=csv|xlsx`` asks for a file instead of JSON (absent or ``json``: None).
+
+    :raise ValidationFailed: another format (422).
+    """
+    value = request.args.get("format") or "json"
+    if value not in ("json", "csv", "xlsx"):
+        raise ValidationFailed(fields={"format": ["格式须为 json、csv 或 xlsx"]})
+    return None if value == "json" else value

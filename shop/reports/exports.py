@@ -32,14 +32,14 @@ HEADERS = tuple(header for header, _ in COLUMNS)
 _YUAN = "¥#,##0.00"
 
 
-def _yuan(fen: int) -> Decimal:
+def yuan_decimal(fen: int) -> Decimal:
     """Fen as an exact decimal amount of yuan (2 places)."""
     return (Decimal(fen) / 100).quantize(Decimal("0.01"))
 
 
 def _values(item: dict) -> dict:
     """A report item with the derived export columns."""
-    return {**item, "sales_yuan": _yuan(item["sales_fen"]), "target_yuan": _yuan(item["target_fen"]),
+    return {**item, "sales_yuan": yuan_decimal(item["sales_fen"]), "target_yuan": yuan_decimal(item["target_fen"]),
             "at_target": "是" if item["sales_fen"] >= item["target_fen"] else "否"}
 
 
@@ -97,8 +97,8 @@ def village_sales_xlsx(report: VillageSalesReport) -> bytes:
         ("范围", report.filters.describe()),
         ("口径", "已付款订单的商品金额扣除退款，计入所售批次的产地村，按付款时间（北京时间）所在年度统计"),
         ("村数", totals["villages"]),
-        ("销售额合计（元）", _yuan(totals["sales_fen"])),
-        ("目标合计（元）", _yuan(totals["target_fen"])),
+        ("销售额合计（元）", yuan_decimal(totals["sales_fen"])),
+        ("目标合计（元）", yuan_decimal(totals["target_fen"])),
         ("达标村数", totals["villages_at_target"]),
         ("生成时间", to_shanghai(utcnow()).strftime("%Y-%m-%d %H:%M")),
     ):

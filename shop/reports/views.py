@@ -8,14 +8,14 @@ from certification.models import CATEGORY_LABELS
 from core.auth import current_user, require_roles
 from core.budget_units import POLICY_MIN_SHARE
 from core.errors import Forbidden
-from core.http import page_params
+from core.http import file_download, page_params
 from core.models import Role
 from core.money import format_wan_yuan, format_yuan
 from core.navigation import register_nav
 from core.timeutil import shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
 from shop.models import CHANNEL_LABELS
-from shop.reports import services
+from shop.reports import filings, services
 from shop.reports.api import file_response
 from shop.reports.schemas import ReportQuerySchema, YearQuerySchema
 
@@ -173,6 +173,22 @@ def canteen(unit_id: int):
     return render_template("canteen/unit.html", share=share, months=months, month_peak=peak,
                            pending=canteen["pending"], pace=_pace(share), is_own_unit=user.budget_unit_id == unit_id,
                            can_edit=user.has_role(Role.ADMIN), **_canteen_context(year))
+
+
+@bp.get("/canteens/<int:unit_id>/filing.<any(csv, xlsx):extension>")
+@require_roles(*CANTEEN_PAGE_ROLES)
+def canteen_filing(unit_id: int, extension: str):
+    """The unit's annual reserved-share filing (预留份额年度报备) as a file."""
+    year = YearQuerySchema().load_args(request.args)["year"]
+    return file_download(*filings.unit_filing_file(filings.unit_filing(current_user(), unit_id, year), extension))
+
+
+@bp.get("/reserved-shares.<any(csv, xlsx):extension>")
+@require_roles(*services.CANTEEN_OVERVIEW_ROLES)
+def reserved_shares_filing(extension: str):
+    """Every unit's reserved share for the year as a file, for officials."""
+    year = YearQuerySchema().load_args(request.args)["year"]
+    return file_download(*filings.units_filing_file(filings.units_filing(current_user(), year), extension))
 
 
 @bp.get("/canteens/<int:unit_id>/orders")
