@@ -15,6 +15,7 @@ from core.models import Role
 from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
 from core.village_registry import COUNTIES
+from shop import cart as bulk_cart
 from shop import documents, services, settings, storefront
 from shop.schemas import OrderCreateSchema, RefundCreateSchema, ShipSchema, TransferConfirmSchema
 from shop.states import OrderStatus
@@ -153,6 +154,45 @@ def cart_add():
     cart_now = _guest_cart()
     cart_now[product_id] = min(cart_now.get(product_id, 0) + quantity, services.CART_MAX_QUANTITY)
     return _store_guest_cart(response, cart_now)
+
+
+@bp.post("/cart/import")
+@require_login
+def cart_import():
+    """Add a pasted or uploaded purchase list (product id or GTIN, quantity per line) to the cart."""
+    upload = request.files.get("file")
+    text = request.form.get("lines", "")
+    if upload is not None and upload.filename:
+        raw = upload.read(bulk_cart.MAX_TEXT * 4 + 1)
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("gb18030", errors="replace")  # Excel on Chinese Windows saves CSV as GBK
+    try:
+        fill = bulk_cart.import_lines(current_user(), text)
+    except AppError as exc:
+        flash(exc.message)
+        return redirect(url_for("shop.cart"))
+    _flash_fill(fill)
+    return redirect(url_for("shop.cart"))
+
+
+@bp.post("/orders/<int:order_id>/reorder")
+@require_login
+def reorder(order_id: int):
+    """再来一单: the order's products back in the cart, at today's prices and stock."""
+    _flash_fill(bulk_cart.reorder(current_user(), order_id))
+    return redirect(url_for("shop.cart"))
+
+
+def _flash_fill(fill) -> None:
+    """Say what a bulk fill added and what it left out."""
+    if fill.added:
+        flash(f"已加入购物车：{len(fill.added)} 种产品（价格与库存以结算时为准）")
+    for reason in fill.skipped[:20]:
+        flash(f"未加入：{reason}")
+    if len(fill.skipped) > 20:
+        flash(f"另有 {len(fill.skipped) - 20} 行未加入")
 
 
 @bp.post("/cart/update")
