@@ -4,8 +4,6 @@ success and 409s (registration: the same 201 for all), never a 500, and one row.
 The races need PostgreSQL (real parallel transactions); the app-wide IntegrityError net is
 checked on both databases.
 """
-import threading
-
 import pytest
 import sqlalchemy as sa
 
@@ -14,39 +12,20 @@ from core.extensions import db
 from core.identifiers import gtin_check_digit
 from core.models import BudgetUnit, Cooperative, Role, User, VillageSalesTarget
 from tests.certification.factories import certified_product, member
+from tests.concurrency import run_parallel, skip_unless_postgres
 from traceability.models import Batch
 
 PARALLEL = 8
 GTIN = "690123456789" + str(gtin_check_digit("690123456789"))
 
 
-def _postgres_only():
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("duplicate-key races need PostgreSQL (set DATABASE_URL)")
-
-
 def _race(app, method, path, body, headers):
     """Send the same request from PARALLEL threads at once; return their status codes and bodies."""
-    barrier = threading.Barrier(PARALLEL)
-    answers = [None] * PARALLEL
+    def send():
+        response = app.test_client().open(path, method=method, json=body, headers=headers)
+        return response.status_code, response.get_json()
 
-    def worker(index):
-        with app.app_context():
-            client = app.test_client()
-            barrier.wait()
-            try:
-                response = client.open(path, method=method, json=body, headers=headers)
-                answers[index] = (response.status_code, response.get_json())
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(PARALLEL)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
-    return answers
+    return run_parallel(app, [send] * PARALLEL)
 
 
 def _one_winner(answers, created=201, code=None):
@@ -64,7 +43,7 @@ def _count(query) -> int:
 
 @pytest.mark.postgres
 def test_parallel_registrations_of_one_email_all_answer_201_and_make_one_account(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     body = {"email": "race@test.cn", "password": "Xiangxi-2026-long", "display_name": "抢注"}
     answers = _race(app, "POST", "/api/v1/auth/register", body, {})
     assert [status for status, _ in answers] == [201] * PARALLEL
@@ -74,7 +53,7 @@ def test_parallel_registrations_of_one_email_all_answer_201_and_make_one_account
 
 @pytest.mark.postgres
 def test_parallel_admin_creations_of_one_email_give_one_account(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     body = {"email": "staff-race@test.cn", "password": "Xiangxi-2026-long", "display_name": "财务",
             "role": "finance"}
     answers = _race(app, "POST", "/api/v1/users", body, make.headers(make.user(Role.ADMIN)))
@@ -86,7 +65,7 @@ def test_parallel_admin_creations_of_one_email_give_one_account(app, make):
 
 @pytest.mark.postgres
 def test_parallel_cooperatives_with_one_credit_code(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     code = demo_credit_code(987654)
     body = {"name": "抢登合作社", "credit_code": code, "village_id": make.village().id,
             "contact_name": "李四", "contact_phone": "0743-1234567"}
@@ -97,7 +76,7 @@ def test_parallel_cooperatives_with_one_credit_code(app, make):
 
 @pytest.mark.postgres
 def test_parallel_products_with_one_gtin(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     coop = member(make)
     body = {"name": "抢注产品", "category": "tea", "description": "", "unit": "盒", "price_fen": 1000,
             "village_ids": [coop.cooperative.village_id], "gtin": GTIN}
@@ -106,7 +85,7 @@ def test_parallel_products_with_one_gtin(app, make):
 
 @pytest.mark.postgres
 def test_parallel_batches_with_one_lot(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     product = certified_product(make)
     body = {"lot": "RACE-1", "village_id": product.villages[0].id, "produced_on": "2026-11-01", "quantity": 5}
     _one_winner(_race(app, "POST", f"/api/v1/products/{product.id}/batches", body,
@@ -116,7 +95,7 @@ def test_parallel_batches_with_one_lot(app, make):
 
 @pytest.mark.postgres
 def test_parallel_first_targets_for_one_village_and_year(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     village = make.village()
     answers = _race(app, "PUT", f"/api/v1/villages/{village.id}/sales-targets/2026",
                     {"target_fen": 20_000_000, "reason": "调整"}, make.headers(make.user(Role.ADMIN)))
@@ -128,7 +107,7 @@ def test_parallel_first_targets_for_one_village_and_year(app, make):
 
 @pytest.mark.postgres
 def test_parallel_budget_units_with_one_name(app, make):
-    _postgres_only()
+    skip_unless_postgres()
     body = {"name": "抢登单位", "annual_canteen_budget_fen": 1_000_000, "reserved_share": "0.10"}
     _one_winner(_race(app, "POST", "/api/v1/budget-units", body, make.headers(make.user(Role.ADMIN))),
                 code="duplicate_budget_unit")

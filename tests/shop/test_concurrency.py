@@ -1,6 +1,5 @@
 """Real concurrency on PostgreSQL: parallel buyers never oversell, crossing orders never deadlock,
 and a webhook delivered twice at once pays once."""
-import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -15,6 +14,7 @@ from core.timeutil import shanghai_today
 from shop import services
 from shop.models import Order, OrderAllocation
 from tests.certification.factories import certified_product
+from tests.concurrency import run_parallel, skip_unless_postgres
 from tests.shop.helpers import SHIPPING, completed_event, deliver, place
 from tests.traceability.factories import batch
 from traceability.models import Batch
@@ -24,32 +24,7 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(autouse=True)
 def _postgres_only():
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("concurrency tests need PostgreSQL (set DATABASE_URL)")
-
-
-def _run_parallel(app, jobs):
-    """Run callables in threads, each in its own app context (own session), started together."""
-    barrier = threading.Barrier(len(jobs))
-    results = [None] * len(jobs)
-
-    def worker(index, job):
-        with app.app_context():
-            barrier.wait()
-            try:
-                results[index] = job()
-            except Exception as exc:  # noqa: BLE001 - the test inspects what each buyer got
-                results[index] = exc
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a buyer hung (deadlock?)"
-    return results
+    skip_unless_postgres()
 
 
 def _order_as(user_id, lines):
@@ -69,7 +44,7 @@ def test_parallel_buyers_get_exactly_the_ten_units_left(app, make):
     batches = [batch(tea, quantity=q, produced_on=today - timedelta(days=d)) for q, d in ((3, 30), (3, 20), (4, 10))]
     buyers = [make.user(Role.CONSUMER).id for _ in range(30)]
 
-    results = _run_parallel(app, [_order_as(uid, [(tea.id, 1)]) for uid in buyers])
+    results = run_parallel(app, [_order_as(uid, [(tea.id, 1)]) for uid in buyers])
 
     placed = [r for r in results if isinstance(r, int)]
     refused = [r for r in results if isinstance(r, Conflict)]
@@ -93,7 +68,7 @@ def test_orders_locking_the_same_batches_in_opposite_line_order_never_deadlock(a
     jobs = [_order_as(uid, [(tea.id, 3), (kiwi.id, 3)] if i % 2 else [(kiwi.id, 3), (tea.id, 3)])
             for i, uid in enumerate(buyers)]
 
-    results = _run_parallel(app, jobs)
+    results = run_parallel(app, jobs)
 
     placed = [r for r in results if isinstance(r, int)]
     assert all(isinstance(r, (int, Conflict)) for r in results), results
@@ -117,7 +92,7 @@ def test_cancels_and_expiry_racing_release_stock_once(app, make):
     def cancel():
         return services.cancel_order(db.session.get(User, buyer_id), order_id).status
 
-    results = _run_parallel(app, [cancel, services.expire_stale_reservations] * 4)
+    results = run_parallel(app, [cancel, services.expire_stale_reservations] * 4)
 
     db.session.expire_all()
     assert db.session.get(Batch, stock.id).available_quantity == 10
@@ -135,7 +110,7 @@ def test_same_webhook_event_delivered_concurrently_pays_once(app, client, make):
     def deliver_once():
         return deliver(app.test_client(), event).get_json()
 
-    results = _run_parallel(app, [deliver_once] * 6)
+    results = run_parallel(app, [deliver_once] * 6)
 
     assert sorted(r["outcome"] for r in results) == ["duplicate"] * 5 + ["paid"]
     assert [e.action for e in history_of("order", order["id"])] == ["placed", "paid"]

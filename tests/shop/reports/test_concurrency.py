@@ -1,5 +1,4 @@
 """On PostgreSQL, payments and refunds committed at the same time never lose a summary update."""
-import threading
 
 import pytest
 
@@ -9,6 +8,7 @@ from shop import services as shop_services
 from shop.reports import services
 from shop.reports.services import ReportFilters
 from tests.certification.factories import certified_product
+from tests.concurrency import run_parallel, skip_unless_postgres
 from tests.shop.helpers import place
 from tests.traceability.factories import batch
 
@@ -18,33 +18,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(autouse=True)
 def _postgres_only():
     """Skip on SQLite: one writer at a time there, nothing to race."""
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("concurrency tests need PostgreSQL (set DATABASE_URL)")
-
-
-def _parallel(app, jobs):
-    """Run callables together in threads, each with its own session; return results or exceptions."""
-    barrier = threading.Barrier(len(jobs))
-    results = [None] * len(jobs)
-
-    def worker(index, job):
-        """Wait for the others, run the job, keep its outcome."""
-        with app.app_context():
-            barrier.wait()
-            try:
-                results[index] = job()
-            except Exception as exc:  # noqa: BLE001 - the test looks at every outcome
-                results[index] = exc
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=worker, args=(i, job)) for i, job in enumerate(jobs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a transaction hung (deadlock?)"
-    return results
+    skip_unless_postgres()
 
 
 def test_concurrent_payments_and_refunds_of_one_village_all_count(app, client, make):
@@ -65,7 +39,7 @@ def test_concurrent_payments_and_refunds_of_one_village_all_count(app, client, m
                                                   {"amount_fen": order["total_fen"], "reference": f"R{order['id']}"}).id
         return job
 
-    assert all(isinstance(result, int) for result in _parallel(app, [confirm(order) for order in orders]))
+    assert all(isinstance(result, int) for result in run_parallel(app, [confirm(order) for order in orders]))
 
     def refund(order, amount):
         """A job: finance refunds ``amount`` of the order."""
@@ -76,7 +50,7 @@ def test_concurrent_payments_and_refunds_of_one_village_all_count(app, client, m
         return job
 
     refunds = [refund(orders[0], orders[0]["total_fen"]), refund(orders[1], 5_000), refund(orders[2], 1)]
-    assert all(isinstance(result, int) for result in _parallel(app, refunds))
+    assert all(isinstance(result, int) for result in run_parallel(app, refunds))
 
     db.session.expire_all()
     year = services.default_year()
