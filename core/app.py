@@ -4,7 +4,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
-from core.config import PROJECT_ROOT, check_config, load_config
+from core.config import PROJECT_ROOT, check_config, engine_options_for, load_config
 from core.extensions import csrf, db, migrate
 from core.money import format_yuan
 
@@ -23,6 +23,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config.from_mapping(load_config(Path(app.instance_path)))
     if test_config:
         app.config.from_mapping(test_config)
+        if "SQLALCHEMY_DATABASE_URI" in test_config and "SQLALCHEMY_ENGINE_OPTIONS" not in test_config:
+            # The options read from the environment were for DATABASE_URL's database, not this one.
+            app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options_for(test_config["SQLALCHEMY_DATABASE_URI"])
     check_config(app.config)
     app.json.ensure_ascii = False
     register_proxy(app)

@@ -32,6 +32,18 @@ def _flag(value: str | None) -> bool | None:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def engine_options_for(database_url: str) -> dict:
+    """SQLAlchemy engine options that suit the database the URL names."""
+    options = {"pool_pre_ping": True}
+    if database_url.startswith("sqlite"):
+        # Several threads (tests, dev server) share one file; wait instead of failing on a lock.
+        options["connect_args"] = {"timeout": 30}
+    elif database_url.startswith("postgresql"):
+        # A database host that stops answering fails a request in seconds, not at TCP's timeout.
+        options["connect_args"] = {"connect_timeout": 10}
+    return options
+
+
 def load_config(instance_path: Path) -> dict:
     """Build the Flask config mapping from environment variables."""
     env = os.environ
@@ -44,13 +56,7 @@ def load_config(instance_path: Path) -> dict:
     for prefix in ("postgres://", "postgresql://"):
         if database_url.startswith(prefix):
             database_url = "postgresql+psycopg://" + database_url[len(prefix):]
-    engine_options = {"pool_pre_ping": True}
-    if database_url.startswith("sqlite"):
-        # Several threads (tests, dev server) share one file; wait instead of failing on a lock.
-        engine_options["connect_args"] = {"timeout": 30}
-    elif database_url.startswith("postgresql"):
-        # A database host that stops answering fails a request in seconds, not at TCP's timeout.
-        engine_options["connect_args"] = {"connect_timeout": 10}
+    engine_options = engine_options_for(database_url)
     public_base_url = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     secure_cookies = _flag(env.get("SESSION_COOKIE_SECURE"))
     if secure_cookies is None:

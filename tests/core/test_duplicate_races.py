@@ -119,7 +119,7 @@ def test_an_integrity_error_no_service_expected_is_a_409_in_the_contract_shape(t
     from core.app import create_app
 
     app = create_app({"SECRET_KEY": "x", "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/net.db",
-                      "SQLALCHEMY_ENGINE_OPTIONS": {}, "WTF_CSRF_ENABLED": False})
+                      "WTF_CSRF_ENABLED": False})
 
     @app.post("/api/v1/_duplicate_for_test")
     def duplicate():
