@@ -46,7 +46,7 @@ MAX_BUDGET_FEN = 10_000_000_000_000
 #: Longest reason an administrator may give for a change.
 MAX_REASON = 500
 #: The fields an update may change, in the order the audit trail lists them.
-EDITABLE_FIELDS = ("name", "annual_canteen_budget_fen", "reserved_share")
+EDITABLE_FIELDS = ("name", "annual_canteen_budget_fen", "reserved_share", "approval_threshold_fen")
 #: The fields that belong to a year (the name does not).
 YEAR_FIELDS = ("annual_canteen_budget_fen", "reserved_share")
 
@@ -287,6 +287,9 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     changes = {}
     if "name" in fields and fields["name"] != unit.name:
         changes["name"] = {"from": unit.name, "to": fields["name"]}
+    # Like the name, the approval threshold is the unit's rule from now on, not a year's figure.
+    if "approval_threshold_fen" in fields and fields["approval_threshold_fen"] != unit.approval_threshold_fen:
+        changes["approval_threshold_fen"] = {"from": unit.approval_threshold_fen, "to": fields["approval_threshold_fen"]}
     old, new = before.as_audit(), wanted.as_audit()
     changes.update({name: {"from": old[name], "to": new[name]} for name in YEAR_FIELDS if old[name] != new[name]})
     change = BudgetUnitChange(unit=unit, year=year, before=before, after=before)
@@ -296,6 +299,8 @@ def change_budget_unit(actor: User, unit_id: int, data: dict) -> BudgetUnitChang
     with _name_race():
         if "name" in changes:
             unit.name = fields["name"]
+        if "approval_threshold_fen" in changes:
+            unit.approval_threshold_fen = fields["approval_threshold_fen"]
         if any(name in changes for name in YEAR_FIELDS):
             change.frozen, change.kept_years = _apply_from_year(unit, before, given, this_year)
         db.session.flush()

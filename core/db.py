@@ -17,6 +17,17 @@ from core.extensions import db
 
 
 @contextmanager
+def transaction() -> Iterator[None]:
+    """Commit what the block did, or roll it all back (and release SQLite's write lock) on error."""
+    try:
+        yield
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+
+
+@contextmanager
 def unique_or_conflict(message: str, code: str, *, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
     """Run the block and commit it; a unique-key violation anywhere inside becomes ``Conflict``.
 

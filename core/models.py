@@ -64,6 +64,8 @@ class User(db.Model):
     # Bumped to invalidate every API token issued before (password change, lock-out).
     token_generation = db.Column(db.Integer, nullable=False, default=0)
     is_active = db.Column(db.Boolean, nullable=False, default=True)
+    #: A canteen buyer who approves its unit's orders above the unit's approval threshold.
+    is_approver = db.Column(db.Boolean, nullable=False, default=False, server_default=sa.false())
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     cooperative = db.relationship("Cooperative", foreign_keys=[cooperative_id])
@@ -165,6 +167,8 @@ class BudgetUnit(db.Model):
     __table_args__ = (
         sa.CheckConstraint("annual_canteen_budget_fen >= 0", name="budget_not_negative"),
         sa.CheckConstraint("reserved_share >= 0 AND reserved_share <= 1", name="share_is_ratio"),
+        sa.CheckConstraint("approval_threshold_fen IS NULL OR approval_threshold_fen >= 0",
+                           name="approval_threshold_not_negative"),
     )
 
     id = db.Column(db.Integer, primary_key=True)
@@ -172,6 +176,8 @@ class BudgetUnit(db.Model):
     annual_canteen_budget_fen = db.Column(db.BigInteger, nullable=False, default=0)
     # A decimal ratio such as 0.10 (财库〔2021〕19号 asks at least 10%).
     reserved_share = db.Column(db.Numeric(5, 4), nullable=False, default=0)
+    #: Orders of more than this many fen wait for the unit's approver; NULL: no internal approval.
+    approval_threshold_fen = db.Column(db.BigInteger, nullable=True)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
 

@@ -57,6 +57,8 @@ class UserUpdateSchema(Schema):
     """What an administrator (or a county reviewer, for its cooperatives' logins) may change."""
 
     is_active = StrictBoolean(error_messages={"invalid": "须为 true 或 false"})
+    #: Canteen buyers only: approves its unit's orders above the unit's threshold (admins only).
+    is_approver = StrictBoolean(error_messages={"invalid": "须为 true 或 false"})
     display_name = fields.String(validate=validate.Length(min=1, max=100, error="长度须为 1 到 100"))
     reason = fields.String(load_default="", validate=validate.Length(max=500, error="原因过长"))
 
@@ -77,6 +79,7 @@ class AccountSchema(UserSchema):
     """An account as the account pages and ``/api/v1/users`` show it to those who manage it."""
 
     is_active = fields.Boolean()
+    is_approver = fields.Boolean()
     created_at = fields.Method("get_created_at")
 
     def get_created_at(self, user):
@@ -164,6 +167,7 @@ class UserCreateSchema(RegisterSchema):
     county = fields.String(allow_none=True, validate=validate.OneOf(COUNTIES, error="未知的县市"))
     cooperative_id = fields.Integer(allow_none=True, validate=ROW_ID)
     budget_unit_id = fields.Integer(allow_none=True, validate=ROW_ID)
+    is_approver = StrictBoolean(load_default=False, error_messages={"invalid": "须为 true 或 false"})
 
 
 class ShareString(fields.Field):
@@ -193,6 +197,10 @@ class BudgetUnitSchema(Schema):
                                                error_messages={"required": "必填", "invalid": "必须是整数（分）"})
     # A decimal string ("0.10") so no float ever touches a share of public money.
     reserved_share = ShareString(required=True, error_messages={"required": "必填"})
+    #: Orders above this many fen wait for the unit's approver (内部审批); null: none do.
+    approval_threshold_fen = fields.Integer(
+        allow_none=True, strict=True, validate=validate.Range(min=0, max=10_000_000_000, error="须在 0 到 1 亿元之间"),
+        error_messages={"invalid": "必须是整数（分）"})
     created_at = fields.Method("get_created_at", dump_only=True)
 
     def get_created_at(self, unit):

@@ -110,6 +110,8 @@ def _scope_errors(fields: dict, role: Role) -> dict[str, list[str]]:
         errors["cooperative_id"] = ["合作社不存在"]
     if fields.get("budget_unit_id") is not None and db.session.get(BudgetUnit, fields["budget_unit_id"]) is None:
         errors["budget_unit_id"] = ["预算单位不存在"]
+    if fields.get("is_approver") and role is not Role.CANTEEN_BUYER:
+        errors["is_approver"] = ["只有机关食堂采购员可以担任审批人"]
     return errors
 
 
@@ -154,6 +156,7 @@ def create_user(data: dict, actor: User | None = None) -> User:
         county=fields.get("county"),
         cooperative_id=fields.get("cooperative_id"),
         budget_unit_id=fields.get("budget_unit_id"),
+        is_approver=fields.get("is_approver", False),
     )
     user.set_password(fields["password"])
     with unique_or_conflict("该邮箱已注册", "duplicate_email"):  # a simultaneous creation of the same e-mail
@@ -161,7 +164,8 @@ def create_user(data: dict, actor: User | None = None) -> User:
         db.session.flush()
         record_event(subject_type="user", subject_id=user.id, action="create", actor=actor, to_state="active",
                      data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
-                           "budget_unit_id": user.budget_unit_id, "email": user.email})
+                           "budget_unit_id": user.budget_unit_id, "email": user.email,
+                           "is_approver": user.is_approver})
     return user
 
 
@@ -294,6 +298,10 @@ def update_account(actor: User, user_id: int, data: dict) -> User:
     reason = fields.get("reason", "")
     if fields.get("is_active") is False and user.id == actor.id:
         raise Conflict("不能停用自己的账号", code="cannot_deactivate_self")
+    if "is_approver" in fields and not actor.has_role(Role.ADMIN):
+        raise Forbidden("只有管理员可以指定审批人")
+    if fields.get("is_approver") and not user.has_role(Role.CANTEEN_BUYER):
+        raise ValidationFailed(fields={"is_approver": ["只有机关食堂采购员可以担任审批人"]})
     if "display_name" in fields and fields["display_name"] != user.display_name:
         record_event(subject_type="user", subject_id=user.id, action="rename", actor=actor, comment=reason,
                      data={"display_name": [user.display_name, fields["display_name"]]})
@@ -305,6 +313,10 @@ def update_account(actor: User, user_id: int, data: dict) -> User:
             revoke_all_sessions(user)
         record_event(subject_type="user", subject_id=user.id, action="deactivate" if not user.is_active else "activate",
                      actor=actor, from_state=before, to_state=after, comment=reason)
+    if "is_approver" in fields and fields["is_approver"] != user.is_approver:
+        user.is_approver = fields["is_approver"]
+        record_event(subject_type="user", subject_id=user.id, action="approver" if user.is_approver else "not_approver",
+                     actor=actor, comment=reason, data={"budget_unit_id": user.budget_unit_id})
     db.session.commit()
     return user
 

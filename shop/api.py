@@ -5,9 +5,12 @@ from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
 from core.http import file_download, json_body, list_envelope, page_params
 from core.identifiers import whole_number
+from core.timeutil import isoformat
 from core.models import Role
-from shop import documents, services
-from shop.schemas import (OrderCreateSchema, OrderQuerySchema, RefundCreateSchema, ShipSchema,
+from shop import approval, documents, inspection, ratings, services
+from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, DecisionSchema, InspectionSchema,
+                          OrderCreateSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
+                          RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema, ShipSchema,
                           TransferConfirmSchema, dump_order)
 
 bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
@@ -47,7 +50,8 @@ def list_orders():
     filters = OrderQuerySchema().load(request.args.to_dict())
     page = page_params()
     user = current_user()
-    orders, total = services.list_orders(user, status=filters.get("status"), offset=page.offset, limit=page.size)
+    orders, total = services.list_orders(user, status=filters.get("status"), approval=filters.get("approval"),
+                                         offset=page.offset, limit=page.size)
     return jsonify(list_envelope([dump_order(o, services.order_scope(user, o)) for o in orders], total, page))
 
 
@@ -97,6 +101,80 @@ def ship_order(order_id: int):
 def confirm_receipt(order_id: int):
     """The buyer confirms receipt (验货), completing a shipped order."""
     return jsonify(dump_order(services.confirm_receipt(current_user(), order_id)))
+
+
+@bp.post("/orders/<int:order_id>/approval")
+@require_roles(Role.CANTEEN_BUYER)
+def decide_approval(order_id: int):
+    """The unit's approver approves or rejects an order above the unit's threshold (内部审批)."""
+    data = DecisionSchema().load(json_body())
+    return jsonify(dump_order(approval.decide(current_user(), order_id, data)))
+
+
+@bp.post("/orders/<int:order_id>/inspection")
+@require_login
+def record_inspection(order_id: int):
+    """The buyer records 验货 line by line; a shortfall opens a refund request for finance (201)."""
+    data = InspectionSchema().load(json_body())
+    return jsonify(dump_order(inspection.record_inspection(current_user(), order_id, data))), 201
+
+
+@bp.get("/refund-requests")
+@require_roles(Role.FINANCE, Role.ADMIN)
+def list_refund_requests():
+    """验货 refund requests, newest first (``?status=open`` is finance's to-do list)."""
+    filters = RefundRequestQuerySchema().load(request.args.to_dict())
+    page = page_params()
+    items, total = inspection.list_refund_requests(filters.get("status"), page.offset, page.size)
+    return jsonify(list_envelope(RefundRequestOutSchema(many=True).dump(items), total, page))
+
+
+@bp.post("/refund-requests/<int:request_id>/decision")
+@require_roles(Role.FINANCE, Role.ADMIN)
+def decide_refund_request(request_id: int):
+    """Finance refunds a 验货 claim from the claimed lines, or declines it with a reason."""
+    data = RefundDecisionSchema().load(json_body())
+    refund_request = inspection.decide_refund_request(current_user(), request_id, data)
+    return jsonify(RefundRequestOutSchema().dump(refund_request))
+
+
+@bp.post("/orders/<int:order_id>/ratings")
+@require_login
+def rate_cooperative(order_id: int):
+    """履约评价: the buyer of a completed order rates one of its cooperatives (201)."""
+    data = CooperativeRatingSchema().load(json_body())
+    return jsonify(CooperativeRatingOutSchema().dump(ratings.rate_cooperative(current_user(), order_id, data))), 201
+
+
+@bp.post("/orders/<int:order_id>/reviews")
+@require_login
+def review_product(order_id: int):
+    """The buyer of a completed order reviews one of its products (201)."""
+    data = ProductReviewSchema().load(json_body())
+    review = ratings.review_product(current_user(), order_id, data)
+    return jsonify(_review_body(review)), 201
+
+
+@bp.get("/cooperatives/<int:cooperative_id>/ratings")
+@require_login
+def cooperative_ratings(cooperative_id: int):
+    """A cooperative's 履约评价 (its members, reviewers, officials, admins): averages and latest."""
+    summary = ratings.cooperative_ratings(current_user(), cooperative_id)
+    return jsonify({"cooperative_id": cooperative_id, "count": summary["count"], "averages": summary["averages"],
+                    "items": CooperativeRatingOutSchema(many=True).dump(summary["items"])})
+
+
+@bp.get("/products/<int:product_id>/reviews")
+def product_reviews(product_id: int):
+    """A product's reviews, public: the average mark, how many, the latest ones."""
+    summary = ratings.product_reviews(product_id)
+    return jsonify({"product_id": product_id, "count": summary["count"], "average": summary["average"],
+                    "items": [_review_body(review) for review in summary["items"]]})
+
+
+def _review_body(review) -> dict:
+    return {"id": review.id, "product_id": review.product_id, "rating": review.rating, "comment": review.comment,
+            "reviewer": ratings.public_reviewer_name(review.reviewer), "created_at": isoformat(review.created_at)}
 
 
 @bp.post("/payments/stripe/webhook")

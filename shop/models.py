@@ -25,6 +25,11 @@ PAYMENT_METHOD_LABELS = {"stripe": "在线支付", "bank_transfer": "对公转�
 PAYMENT_PROVIDERS = ("stripe", "sandbox", "bank_transfer")
 FULFILMENT_STATUSES = ("pending", "shipped", "received", "cancelled")
 FULFILMENT_LABELS = {"pending": "待发货", "shipped": "已发货", "received": "已收货", "cancelled": "已取消"}
+#: A canteen order above its budget unit's threshold waits for the unit's approver (内部审批).
+APPROVAL_STATUSES = ("pending", "approved", "rejected")
+APPROVAL_LABELS = {"pending": "待内部审批", "approved": "内部审批已通过", "rejected": "内部审批未通过"}
+REFUND_REQUEST_STATUSES = ("open", "refunded", "declined")
+REFUND_REQUEST_LABELS = {"open": "待财务处理", "refunded": "已退款", "declined": "不予退款"}
 
 
 def _in(column: str, values) -> str:
@@ -42,6 +47,8 @@ class Order(db.Model):
         sa.CheckConstraint(_in("payment_method", PAYMENT_METHODS), name="payment_method_known"),
         sa.CheckConstraint("total_fen > 0", name="total_positive"),
         sa.CheckConstraint("refunded_fen >= 0 AND refunded_fen <= total_fen", name="refund_in_range"),
+        sa.CheckConstraint("approval_status IS NULL OR " + _in("approval_status", APPROVAL_STATUSES),
+                           name="approval_status_known"),
         sa.UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_idempotency_key"),
         # Reservation expiry scans pending orders by deadline.
         sa.Index("ix_orders_status_reserved_until", "status", "reserved_until"),
@@ -86,8 +93,14 @@ class Order(db.Model):
     cancelled_at = db.Column(UTCDateTime, nullable=True)
     shipped_at = db.Column(UTCDateTime, nullable=True)
     completed_at = db.Column(UTCDateTime, nullable=True)
+    #: NULL when the order needed no internal approval; else pending → approved or rejected.
+    approval_status = db.Column(db.String(12), nullable=True)
+    approval_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    approval_at = db.Column(UTCDateTime, nullable=True)
+    approval_comment = db.Column(db.String(500), nullable=True)
 
     buyer = db.relationship("User", foreign_keys=[buyer_id])
+    approval_by = db.relationship("User", foreign_keys=[approval_by_id])
     lines = db.relationship("OrderLine", back_populates="order", order_by="OrderLine.id",
                             cascade="all, delete-orphan")
     allocations = db.relationship("OrderAllocation", back_populates="order", order_by="OrderAllocation.id",
@@ -96,6 +109,8 @@ class Order(db.Model):
                                   cascade="all, delete-orphan")
     refunds = db.relationship("Refund", back_populates="order", order_by="Refund.id",
                               cascade="all, delete-orphan")
+    inspection = db.relationship("OrderInspection", uselist=False, viewonly=True)
+    refund_requests = db.relationship("RefundRequest", order_by="RefundRequest.id", viewonly=True)
 
     @property
     def status_label(self) -> str:
@@ -111,6 +126,11 @@ class Order(db.Model):
     def payment_method_label(self) -> str:
         """Chinese name of the payment method."""
         return PAYMENT_METHOD_LABELS[self.payment_method]
+
+    @property
+    def approval_label(self) -> str | None:
+        """Chinese name of the internal approval state (None when none was needed)."""
+        return APPROVAL_LABELS.get(self.approval_status)
 
 
 class OrderLine(db.Model):
@@ -309,3 +329,137 @@ class OrderDocument(db.Model):
     @property
     def label(self) -> str:
         return DOCUMENT_LABELS[self.kind]
+
+
+class OrderInspection(db.Model):
+    """验货: what the buyer found on delivery, line by line; recorded once and then kept as it is.
+
+    A line's shortfall (units missing, plus units refused for quality) is claimed back at the
+    line's unit price in a ``RefundRequest`` that finance settles."""
+
+    __tablename__ = "order_inspections"
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, unique=True)
+    inspector_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    note = db.Column(db.Text, nullable=False, default="")
+    #: A stored upload name (``certification.uploads``), or NULL.
+    photo = db.Column(db.String(80), nullable=True)
+    claim_fen = db.Column(db.BigInteger, nullable=False, default=0)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    inspector = db.relationship("User")
+    lines = db.relationship("InspectionLine", back_populates="inspection", order_by="InspectionLine.id",
+                            cascade="all, delete-orphan")
+
+    @property
+    def has_problem(self) -> bool:
+        return any(line.shortfall for line in self.lines)
+
+
+class InspectionLine(db.Model):
+    """One order line as inspected: units received, units of those refused for quality."""
+
+    __tablename__ = "inspection_lines"
+    __table_args__ = (
+        sa.UniqueConstraint("inspection_id", "line_id", name="uq_inspection_lines_inspection_line"),
+        sa.CheckConstraint("received_quantity >= 0", name="received_not_negative"),
+        sa.CheckConstraint("rejected_quantity >= 0 AND rejected_quantity <= received_quantity",
+                           name="rejected_within_received"),
+        sa.CheckConstraint("claim_fen >= 0", name="claim_not_negative"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    inspection_id = db.Column(db.Integer, db.ForeignKey("order_inspections.id", ondelete="CASCADE"),
+                              nullable=False)
+    line_id = db.Column(db.Integer, db.ForeignKey("order_lines.id", ondelete="CASCADE"), nullable=False)
+    received_quantity = db.Column(db.Integer, nullable=False)
+    rejected_quantity = db.Column(db.Integer, nullable=False, default=0)
+    #: Units ordered minus units accepted (missing + refused).
+    shortfall = db.Column(db.Integer, nullable=False, default=0)
+    claim_fen = db.Column(db.BigInteger, nullable=False, default=0)
+    note = db.Column(db.String(300), nullable=False, default="")
+
+    inspection = db.relationship("OrderInspection", back_populates="lines")
+    line = db.relationship("OrderLine")
+
+
+class RefundRequest(db.Model):
+    """Money the buyer asks back (from a 验货 shortfall), per line, until finance refunds or declines it."""
+
+    __tablename__ = "refund_requests"
+    __table_args__ = (
+        sa.CheckConstraint("amount_fen > 0", name="amount_positive"),
+        sa.CheckConstraint(_in("status", REFUND_REQUEST_STATUSES), name="status_known"),
+        sa.Index("ix_refund_requests_status", "status"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False, index=True)
+    inspection_id = db.Column(db.Integer, db.ForeignKey("order_inspections.id", ondelete="CASCADE"),
+                              nullable=True, unique=True)
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+    reason = db.Column(db.Text, nullable=False)
+    status = db.Column(db.String(12), nullable=False, default="open")
+    requested_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    decided_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    decided_at = db.Column(UTCDateTime, nullable=True)
+    decision_comment = db.Column(db.String(500), nullable=True)
+    refund_id = db.Column(db.Integer, db.ForeignKey("refunds.id", ondelete="SET NULL"), nullable=True)
+
+    order = db.relationship("Order")
+    inspection = db.relationship("OrderInspection")
+
+    @property
+    def status_label(self) -> str:
+        return REFUND_REQUEST_LABELS[self.status]
+
+
+RATING_ASPECTS = ("quality", "delivery", "service")
+RATING_ASPECT_LABELS = {"quality": "产品质量", "delivery": "按时配送", "service": "服务态度"}
+
+
+class CooperativeRating(db.Model):
+    """履约评价: a buyer's marks (1-5) for one cooperative's part of one completed order."""
+
+    __tablename__ = "cooperative_ratings"
+    __table_args__ = (
+        sa.UniqueConstraint("order_id", "cooperative_id", name="uq_cooperative_ratings_order_cooperative"),
+        *(sa.CheckConstraint(f"{aspect} BETWEEN 1 AND 5", name=f"{aspect}_in_range") for aspect in RATING_ASPECTS),
+        sa.Index("ix_cooperative_ratings_cooperative_id", "cooperative_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    cooperative_id = db.Column(db.Integer, db.ForeignKey("cooperatives.id"), nullable=False)
+    rater_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    quality = db.Column(db.SmallInteger, nullable=False)
+    delivery = db.Column(db.SmallInteger, nullable=False)
+    service = db.Column(db.SmallInteger, nullable=False)
+    comment = db.Column(db.String(500), nullable=False, default="")
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    order = db.relationship("Order")
+    rater = db.relationship("User")
+
+
+class ProductReview(db.Model):
+    """A buyer's mark (1-5) and words for one product of one received order."""
+
+    __tablename__ = "product_reviews"
+    __table_args__ = (
+        sa.UniqueConstraint("order_id", "product_id", name="uq_product_reviews_order_product"),
+        sa.CheckConstraint("rating BETWEEN 1 AND 5", name="rating_in_range"),
+        sa.Index("ix_product_reviews_product_id", "product_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    product_id = db.Column(db.Integer, db.ForeignKey("products.id", ondelete="CASCADE"), nullable=False)
+    reviewer_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=False)
+    rating = db.Column(db.SmallInteger, nullable=False)
+    comment = db.Column(db.String(500), nullable=False, default="")
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    reviewer = db.relationship("User")

@@ -5,7 +5,8 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from core.schemas import ROW_ID
 from core.timeutil import isoformat, shanghai_today
-from shop.models import CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS
+from shop.models import (APPROVAL_LABELS, APPROVAL_STATUSES, CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS,
+                         REFUND_REQUEST_LABELS, REFUND_REQUEST_STATUSES)
 from shop.settings import bank_transfer_account
 from shop.states import OrderStatus
 
@@ -113,6 +114,76 @@ class ShipSchema(_Strict):
 
 class OrderQuerySchema(_Lenient):
     status = fields.String(validate=validate.OneOf([s.value for s in OrderStatus], error="未知的订单状态"))
+    approval = fields.String(validate=validate.OneOf(APPROVAL_STATUSES, error="未知的审批状态"))
+
+
+def _comment():
+    """An optional comment of up to 500 characters."""
+    return fields.String(load_default="", validate=validate.Length(max=500, error="最多 500 字"))
+
+
+class DecisionSchema(_Strict):
+    """An approver's decision on an order: a reason is required to reject."""
+
+    decision = fields.String(required=True, error_messages=REQUIRED,
+                             validate=validate.OneOf(("approve", "reject"), error="须为 approve（通过）或 reject（驳回）"))
+    comment = _comment()
+
+    @validates_schema
+    def reason_to_reject(self, data, **kwargs):
+        if data.get("decision") == "reject" and not data.get("comment", "").strip():
+            raise ValidationError({"comment": ["驳回时请填写原因"]})
+
+
+class InspectionLineInSchema(_Strict):
+    product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER, validate=ROW_ID)
+    received_quantity = fields.Integer(required=True, strict=True, error_messages=INTEGER,
+                                       validate=validate.Range(min=0, max=MAX_QUANTITY * 10, error="不能为负数"))
+    rejected_quantity = fields.Integer(load_default=0, strict=True, error_messages=INTEGER,
+                                       validate=validate.Range(min=0, max=MAX_QUANTITY * 10, error="不能为负数"))
+    note = fields.String(load_default="", validate=validate.Length(max=300, error="最多 300 字"))
+
+
+class InspectionSchema(_Strict):
+    """验货: one entry per product of the order, and what was wrong (required with a shortfall)."""
+
+    lines = fields.List(fields.Nested(InspectionLineInSchema), required=True, error_messages=REQUIRED,
+                        validate=validate.Length(min=1, max=50, error="须有 1 到 50 行"))
+    note = fields.String(load_default="", validate=validate.Length(max=1000, error="最多 1000 字"))
+
+
+class RefundDecisionSchema(_Strict):
+    """Finance on a 验货 refund request: refund it, or decline it with a reason."""
+
+    decision = fields.String(required=True, error_messages=REQUIRED,
+                             validate=validate.OneOf(("refund", "decline"), error="须为 refund（退款）或 decline（不予退款）"))
+    comment = _comment()
+
+    @validates_schema
+    def reason_to_decline(self, data, **kwargs):
+        if data.get("decision") == "decline" and not data.get("comment", "").strip():
+            raise ValidationError({"comment": ["不予退款时请填写原因"]})
+
+
+class RefundRequestQuerySchema(_Lenient):
+    status = fields.String(validate=validate.OneOf(REFUND_REQUEST_STATUSES, error="未知的处理状态"))
+
+
+_MARK = dict(required=True, strict=True, error_messages=INTEGER, validate=validate.Range(min=1, max=5, error="须为 1 到 5 分"))
+
+
+class CooperativeRatingSchema(_Strict):
+    cooperative_id = fields.Integer(required=True, strict=True, error_messages=INTEGER, validate=ROW_ID)
+    quality = fields.Integer(**_MARK)
+    delivery = fields.Integer(**_MARK)
+    service = fields.Integer(**_MARK)
+    comment = _comment()
+
+
+class ProductReviewSchema(_Strict):
+    product_id = fields.Integer(required=True, strict=True, error_messages=INTEGER, validate=ROW_ID)
+    rating = fields.Integer(**_MARK)
+    comment = _comment()
 
 
 # ---- output ----
@@ -154,6 +225,52 @@ class RefundOutSchema(Schema):
     created_at = fields.Function(lambda r: isoformat(r.created_at))
 
 
+class InspectionLineOutSchema(Schema):
+    product_id = fields.Function(lambda row: row.line.product_id)
+    product_name = fields.Function(lambda row: row.line.product_name)
+    cooperative_id = fields.Function(lambda row: row.line.cooperative_id)
+    ordered_quantity = fields.Function(lambda row: row.line.quantity)
+    received_quantity = fields.Integer()
+    rejected_quantity = fields.Integer()
+    shortfall = fields.Integer()
+    claim_fen = fields.Integer()
+    note = fields.String()
+
+
+class InspectionOutSchema(Schema):
+    inspector_id = fields.Integer()
+    note = fields.String()
+    has_photo = fields.Function(lambda i: i.photo is not None)
+    claim_fen = fields.Integer()
+    created_at = fields.Function(lambda i: isoformat(i.created_at))
+    lines = fields.Nested(InspectionLineOutSchema, many=True)
+
+
+class RefundRequestOutSchema(Schema):
+    id = fields.Integer()
+    order_id = fields.Integer()
+    order_number = fields.Function(lambda r: r.order.number)
+    amount_fen = fields.Integer()
+    reason = fields.String()
+    status = fields.String()
+    status_label = fields.Function(lambda r: REFUND_REQUEST_LABELS[r.status])
+    created_at = fields.Function(lambda r: isoformat(r.created_at))
+    decided_at = fields.Function(lambda r: isoformat(r.decided_at))
+    decision_comment = fields.String(allow_none=True)
+    refund_id = fields.Integer(allow_none=True)
+
+
+class CooperativeRatingOutSchema(Schema):
+    id = fields.Integer()
+    order_id = fields.Integer()
+    cooperative_id = fields.Integer()
+    quality = fields.Integer()
+    delivery = fields.Integer()
+    service = fields.Integer()
+    comment = fields.String()
+    created_at = fields.Function(lambda r: isoformat(r.created_at))
+
+
 _LINES = LineOutSchema(many=True)
 _FULFILMENTS = FulfilmentOutSchema(many=True)
 _REFUNDS = RefundOutSchema(many=True)
@@ -185,7 +302,19 @@ def dump_order(order, cooperative_id: int | None = None) -> dict:
         "paid_at": isoformat(order.paid_at),
         "shipped_at": isoformat(order.shipped_at),
         "completed_at": isoformat(order.completed_at),
+        "approval": ({"status": order.approval_status, "label": APPROVAL_LABELS[order.approval_status],
+                      "by": order.approval_by.display_name if order.approval_by else None,
+                      "at": isoformat(order.approval_at), "comment": order.approval_comment}
+                     if order.approval_status else None),
     }
+    inspection = order.inspection
+    if inspection is not None:
+        body["inspection"] = InspectionOutSchema().dump(inspection)
+        if cooperative_id is not None:  # a cooperative sees what was found of its own goods
+            own = [row for row in body["inspection"]["lines"] if row["cooperative_id"] == cooperative_id]
+            body["inspection"].update(lines=own, claim_fen=sum(row["claim_fen"] for row in own))
+    else:
+        body["inspection"] = None
     if cooperative_id is not None:
         body["scope"] = "cooperative"
         return body
@@ -204,6 +333,7 @@ def dump_order(order, cooperative_id: int | None = None) -> dict:
         "cancelled_at": isoformat(order.cancelled_at),
         "cancel_reason": order.cancel_reason,
         "refunds": _REFUNDS.dump(order.refunds),
+        "refund_requests": RefundRequestOutSchema(many=True).dump(order.refund_requests),
     })
     if order.payment_method == "bank_transfer":
         # Where to pay and what to write in the transfer note (None until the platform has an account).

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import secrets
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -23,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from certification.gate import is_sellable
 from certification.models import Product
 from core.audit import record_event
+from core.db import transaction
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.identifiers import whole_number
@@ -42,18 +42,7 @@ log = logging.getLogger(__name__)
 CART_MAX_QUANTITY = 10_000
 
 
-@contextmanager
-def _transaction():
-    """Commit what the block did, or roll it all back (and release SQLite's write lock) on error."""
-    try:
-        yield
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
-
-
-def _lock_order(order_id: int) -> Order:
+def lock_order(order_id: int) -> Order:
     """Load an order with its row locked for this transaction, fresh from the database.
 
     :raise NotFound: no such order.
@@ -74,12 +63,18 @@ def order_scope(user: User | None, order: Order) -> int | None | bool:
     """What ``user`` may see of ``order``: None (all of it), a cooperative id (its part) or False."""
     if user is None:
         return False
-    if order.buyer_id == user.id or user.has_role(Role.FINANCE, Role.ADMIN):
+    if order.buyer_id == user.id or user.has_role(Role.FINANCE, Role.ADMIN) or is_unit_approver(user, order):
         return None
     if user.has_role(Role.COOPERATIVE) and user.cooperative_id is not None \
             and any(line.cooperative_id == user.cooperative_id for line in order.lines):
         return user.cooperative_id
     return False
+
+
+def is_unit_approver(user: User, order: Order) -> bool:
+    """True when ``user`` approves orders of the budget unit ``order`` was placed for."""
+    return (user.is_approver and user.has_role(Role.CANTEEN_BUYER) and order.budget_unit_id is not None
+            and user.budget_unit_id == order.budget_unit_id)
 
 
 def get_order(user: User, order_id: int) -> tuple[Order, int | None]:
@@ -97,16 +92,22 @@ def get_order(user: User, order_id: int) -> tuple[Order, int | None]:
 
 
 def list_orders(user: User, *, status: str | None = None, own_only: bool = False, offset: int = 0,
-                limit: int = 50) -> tuple[list[Order], int]:
-    """Orders the caller may see, newest first: own, a cooperative's, or all (finance, admin).
+                limit: int = 50, approval: str | None = None) -> tuple[list[Order], int]:
+    """Orders the caller may see, newest first: own, a cooperative's, or all (finance, admin);
+    an approver also sees every order of its budget unit.
 
-    ``own_only`` restricts anyone to the orders they placed themselves ("my orders").
+    ``own_only`` restricts anyone to the orders they placed themselves ("my orders");
+    ``approval`` filters by internal approval state (``pending`` is an approver's to-do list).
     """
     query = sa.select(Order)
+    if approval:
+        query = query.where(Order.approval_status == approval)
     if own_only:
         query = query.where(Order.buyer_id == user.id)
     elif user.has_role(Role.FINANCE, Role.ADMIN):
         pass
+    elif user.is_approver and user.has_role(Role.CANTEEN_BUYER) and user.budget_unit_id is not None:
+        query = query.where(sa.or_(Order.buyer_id == user.id, Order.budget_unit_id == user.budget_unit_id))
     elif user.has_role(Role.COOPERATIVE) and user.cooperative_id is not None:
         query = query.where(Order.id.in_(
             sa.select(OrderLine.order_id).where(OrderLine.cooperative_id == user.cooperative_id)))
@@ -133,7 +134,7 @@ def unit_price_fen(product: Product, quantity: int, canteen: bool) -> int:
     return price
 
 
-def _reservation_deadline(payment_method: str, now: datetime) -> datetime:
+def reservation_deadline(payment_method: str, now: datetime) -> datetime:
     """When an unpaid order's stock goes back on sale."""
     if payment_method == "bank_transfer":
         return now + timedelta(hours=setting("BANK_TRANSFER_RESERVATION_HOURS"))
@@ -221,11 +222,13 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
             raise ValidationFailed("低于机关食堂起订量", code="below_moq", fields={"lines": {
                 str(first_index[pid]): {"quantity": [f"起订量为 {moq}{products[pid].unit}"]} for pid, moq in below.items()}})
     prices = {pid: unit_price_fen(products[pid], qty, canteen) for pid, qty in wanted.items()}
+    total = sum(prices[pid] * qty for pid, qty in wanted.items())
+    approval = "pending" if canteen and needs_approval(buyer.budget_unit, total) else None
 
     for attempt in (1, 2):
         try:
             order, sold_out = _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key,
-                                       fingerprint, today)
+                                       fingerprint, today, approval)
         except StockShortage as shortage:
             # Stock held by lapsed reservations is stock: release them, then try once more.
             if attempt == 1 and expire_stale_reservations(limit=100):
@@ -243,9 +246,15 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
     # Listings read live stock; only a product running out changes what search indexes
     # (in stock or not), so most orders announce nothing and cost the indexer nothing.
     notify_products_changed(*sold_out)
-    if order.payment_provider == "stripe":
-        _attach_stripe_checkout(order)
+    if order.payment_provider == "stripe" and order.approval_status is None:
+        attach_stripe_checkout(order)
     return order, True
+
+
+def needs_approval(unit, total_fen: int) -> bool:
+    """True when a canteen order of ``total_fen`` must wait for its unit's approver (内部审批):
+    the unit set a threshold and the order is above it."""
+    return unit is not None and unit.approval_threshold_fen is not None and total_fen > unit.approval_threshold_fen
 
 
 class StockShortage(Exception):
@@ -258,7 +267,7 @@ class StockShortage(Exception):
 
 
 def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fingerprint,
-             today) -> tuple[Order, list[int]]:
+             today, approval) -> tuple[Order, list[int]]:
     """One transaction: write the order, then lock, allocate and decrement the batches, audit, commit.
 
     The order's own rows are written before the batch rows are locked, so the locks on shared
@@ -268,10 +277,10 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
 
     :raise StockShortage: not enough units (everything rolled back, nothing reserved).
     """
-    with _transaction():
+    with transaction():
         stock.take_write_lock()
         order = _create_order_rows(buyer, data, wanted, products, prices, utcnow(), canteen,
-                                   idempotency_key, fingerprint)
+                                   idempotency_key, fingerprint, approval)
         candidates = stock.lock_candidate_batches(wanted, today)
         takes, short = stock.plan_allocation(wanted, candidates)
         if short:
@@ -288,6 +297,7 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
         record_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
                      to_state=OrderStatus.PENDING_PAYMENT.value,
                      data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
+                           "approval": order.approval_status,
                            "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
     return order, sold_out
 
@@ -303,7 +313,8 @@ def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
     return existing
 
 
-def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idempotency_key, fingerprint):
+def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idempotency_key, fingerprint,
+                       approval):
     """Insert the order, its lines and one fulfilment per cooperative (no commit, no stock yet).
 
     The offline sandbox's checkout session is made here, in the same transaction; a real
@@ -325,7 +336,8 @@ def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idem
         delivery_date=data.get("delivery_date"),
         invoice_title=invoice.get("title"), invoice_tax_id=invoice.get("tax_id"),
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,
-        reserved_until=_reservation_deadline(method, now), created_at=now,
+        reserved_until=reservation_deadline(method, now), created_at=now,
+        approval_status=approval,
     )
     for pid, quantity in wanted.items():
         product = products[pid]
@@ -337,13 +349,13 @@ def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idem
     db.session.add(order)
     db.session.flush()
     order.number = _order_number(order)
-    if provider == "sandbox":
+    if provider == "sandbox" and order.approval_status is None:  # else once approved
         order.checkout_session_id, order.checkout_url = payments.create_checkout_session(
             order, expires_at=order.reserved_until, base_url=current_app.config["PUBLIC_BASE_URL"])
     return order
 
 
-def _attach_stripe_checkout(order: Order) -> None:
+def attach_stripe_checkout(order: Order) -> None:
     """Open a Stripe Checkout Session for a new order (after commit: it needs the network).
 
     The session expires with the reservation (clamped to Stripe's 30 min – 24 h window; the
@@ -359,8 +371,8 @@ def _attach_stripe_checkout(order: Order) -> None:
     except payments.PaymentProviderError:
         _release(order.id, actor=None, action="cancelled", reason="支付服务不可用，订单已自动取消")
         raise
-    with _transaction():
-        locked = _lock_order(order.id)
+    with transaction():
+        locked = lock_order(order.id)
         locked.checkout_session_id = session_id
         locked.checkout_url = url
         locked.reserved_until = max(locked.reserved_until, expires_at)
@@ -383,19 +395,28 @@ def _release(order_id: int, *, actor, action: str, reason: str, only_if_stale: b
     The status check under the order's row lock is the once-only gate; the allocation rows'
     ``released_at`` guard is a second one. Returns False when there was nothing to release.
     """
-    with _transaction():
-        order = _lock_order(order_id)
+    with transaction():
+        order = lock_order(order_id)
         if order.status != OrderStatus.PENDING_PAYMENT.value or (only_if_stale and not _is_stale(order, now or utcnow())):
             return False
-        product_ids = stock.release_allocations(order.allocations)
-        order.cancelled_at = utcnow()
-        order.cancel_reason = reason
-        for fulfilment in order.fulfilments:
-            fulfilment.status = "cancelled"
-        transition(order, OrderStatus.CANCELLED, actor=actor, action=action, comment=reason,
-                   data={"released": [[a.batch_id, a.quantity] for a in order.allocations]})
+        product_ids = release_locked(order, actor=actor, action=action, reason=reason)
     notify_products_changed(*product_ids)
     return True
+
+
+def release_locked(order: Order, *, actor, action: str, reason: str) -> list[int]:
+    """Cancel a locked pending order and put its units back, in the caller's transaction.
+
+    :return: the products whose stock changed (announce them after commit).
+    """
+    product_ids = stock.release_allocations(order.allocations)
+    order.cancelled_at = utcnow()
+    order.cancel_reason = reason
+    for fulfilment in order.fulfilments:
+        fulfilment.status = "cancelled"
+    transition(order, OrderStatus.CANCELLED, actor=actor, action=action, comment=reason,
+               data={"released": [[a.batch_id, a.quantity] for a in order.allocations]})
+    return product_ids
 
 
 def _release_if_stale(order_id: int, now: datetime | None = None) -> bool:
@@ -465,7 +486,7 @@ def handle_stripe_webhook(raw_body: bytes, signature_header: str | None) -> dict
     session = event["data"]["object"]
     released: list[int] = []
     try:
-        with _transaction():
+        with transaction():
             stock.take_write_lock()
             record = PaymentEvent(provider="stripe", event_id=event["id"], type=event["type"], outcome="received")
             db.session.add(record)
@@ -490,11 +511,11 @@ def _apply_event(event: dict, session: dict) -> tuple[str, int | None, list[int]
     if order_id is None:
         claimed = _int_or_none(session.get("client_reference_id"))
         if claimed is not None and db.session.get(Order, claimed) is not None:
-            order = _lock_order(claimed)
+            order = lock_order(claimed)
             _alert(order, event, ["checkout_session_id 与订单不符"])
             return "session_mismatch", order.id, []
         return "unknown_session", None, []
-    order = _lock_order(order_id)
+    order = lock_order(order_id)
 
     if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         if session.get("payment_status") != "paid":
@@ -607,12 +628,14 @@ def confirm_transfer(user: User, order_id: int, data: dict) -> Order:
     :raise Conflict: not a bank-transfer order, or not awaiting payment.
     :raise ValidationFailed: the amount differs from the total.
     """
-    with _transaction():
-        order = _lock_order(order_id)
+    with transaction():
+        order = lock_order(order_id)
         if order.payment_method != "bank_transfer":
             raise Conflict("该订单不是对公转账订单", code="not_bank_transfer")
         if order.status != OrderStatus.PENDING_PAYMENT.value:
             raise Conflict(f"订单当前状态为“{order.status_label}”，不能确认到账", code="invalid_order_status")
+        if order.approval_status == "pending":
+            raise Conflict("该订单尚未通过采购单位内部审批，不能确认到账", code="approval_pending")
         if data["amount_fen"] != order.total_fen:
             raise ValidationFailed(f"到账金额 {format_yuan(data['amount_fen'])} 与订单应付金额 "
                                    f"{format_yuan(order.total_fen)} 不符，请核对银行流水。", code="amount_mismatch",
@@ -650,6 +673,7 @@ def split_refund(amount_fen: int, remaining: list[tuple[int, int]]) -> dict[int,
 def refund_order(user: User, order_id: int, data: dict) -> Order:
     """Refund part or all of a paid order; the amount leaves the villages' sales.
 
+    The amount is split over all the order's allocations in proportion to what each still holds.
     Stripe-paid orders are refunded through Stripe (against the payment intent) before anything
     is recorded here; if Stripe fails, nothing changes.
 
@@ -658,46 +682,73 @@ def refund_order(user: User, order_id: int, data: dict) -> Order:
     :raise ValidationFailed: more than what is left to refund.
     """
     amount = data["amount_fen"]
-    reason = data["reason"].strip()
-    with _transaction():
-        order = _lock_order(order_id)
-        if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
-            raise Conflict(f"订单当前状态为“{order.status_label}”，不能退款", code="invalid_order_status")
-        left = order.total_fen - order.refunded_fen
-        if amount > left:
-            raise ValidationFailed(f"退款金额 {format_yuan(amount)} 超过可退金额，该订单最多还可退 {format_yuan(left)}。",
-                                   code="refund_exceeds_paid",
-                                   fields={"amount_fen": [f"超过可退金额，最多还可退 {format_yuan(left)}"]})
-        allocations = {a.id: a for a in order.allocations}
-        parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen) for a in sorted(allocations.values(),
-                                                                                                key=lambda a: a.id)])
-        provider_refund_id = None
-        if order.payment_provider == "stripe" and not order.payment_intent_id:
-            raise Conflict("该订单没有记录 Stripe 支付单号，无法在线退款", code="no_payment_intent")
-        if order.payment_provider == "stripe":
-            provider_refund_id = payments.refund_payment(
-                order.payment_intent_id, amount, order_number=order.number,
-                idempotency_key=f"xiangban-refund-{order.number}-{order.refunded_fen}-{amount}")
-        refund = Refund(order=order, amount_fen=amount, reason=reason, provider=order.payment_provider,
-                        provider_refund_id=provider_refund_id, actor_id=user.id)
-        db.session.add(refund)
-        lines = {line.id: line for line in order.lines}
-        for allocation_id, share in sorted(parts.items()):
-            allocation = allocations[allocation_id]
-            allocation.refunded_fen += share
-            lines[allocation.line_id].refunded_fen += share
-            refund.parts.append(RefundAllocation(allocation_id=allocation_id, amount_fen=share))
-        order.refunded_fen += amount
-        full = order.refunded_fen == order.total_fen
-        if full:
-            for fulfilment in order.fulfilments:
-                if fulfilment.status == "pending":
-                    fulfilment.status = "cancelled"
-        transition(order, OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED, actor=user,
-                   action="refunded", comment=reason,
-                   data={"amount_fen": amount, "refunded_fen": order.refunded_fen, "provider": order.payment_provider,
-                         "provider_refund_id": provider_refund_id, "parts": sorted(parts.items())})
+    with transaction():
+        order = lock_order(order_id)
+        check_refundable(order, amount)
+        parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen)
+                                      for a in sorted(order.allocations, key=lambda a: a.id)])
+        apply_refund(order, amount, data["reason"].strip(), user, parts)
     return order
+
+
+def check_refundable(order: Order, amount: int) -> None:
+    """Refuse refunding ``amount`` from a locked order that was never paid or has less left.
+
+    :raise Conflict: not in a refundable status (409).
+    :raise ValidationFailed: more than what is left to refund (422).
+    """
+    if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
+        raise Conflict(f"订单当前状态为“{order.status_label}”，不能退款", code="invalid_order_status")
+    left = order.total_fen - order.refunded_fen
+    if amount > left:
+        raise ValidationFailed(f"退款金额 {format_yuan(amount)} 超过可退金额，该订单最多还可退 {format_yuan(left)}。",
+                               code="refund_exceeds_paid",
+                               fields={"amount_fen": [f"超过可退金额，最多还可退 {format_yuan(left)}"]})
+
+
+def line_refund_parts(order: Order, line_amounts: dict[int, int]) -> dict[int, int]:
+    """Split per-line refund amounts over each line's own allocations (so a shortfall of one
+    product leaves the villages that supplied that product, and no other)."""
+    parts: dict[int, int] = {}
+    for line_id, amount in line_amounts.items():
+        if amount:
+            parts.update(split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen)
+                                               for a in sorted(order.allocations, key=lambda a: a.id)
+                                               if a.line_id == line_id]))
+    return parts
+
+
+def apply_refund(order: Order, amount: int, reason: str, actor: User, parts: dict[int, int]) -> Refund:
+    """Record a checked refund of ``amount`` split as ``parts`` on a locked order, in the caller's
+    transaction (through Stripe first for a Stripe payment), and move the order's status."""
+    allocations = {a.id: a for a in order.allocations}
+    provider_refund_id = None
+    if order.payment_provider == "stripe" and not order.payment_intent_id:
+        raise Conflict("该订单没有记录 Stripe 支付单号，无法在线退款", code="no_payment_intent")
+    if order.payment_provider == "stripe":
+        provider_refund_id = payments.refund_payment(
+            order.payment_intent_id, amount, order_number=order.number,
+            idempotency_key=f"xiangban-refund-{order.number}-{order.refunded_fen}-{amount}")
+    refund = Refund(order=order, amount_fen=amount, reason=reason, provider=order.payment_provider,
+                    provider_refund_id=provider_refund_id, actor_id=actor.id)
+    db.session.add(refund)
+    lines = {line.id: line for line in order.lines}
+    for allocation_id, share in sorted(parts.items()):
+        allocation = allocations[allocation_id]
+        allocation.refunded_fen += share
+        lines[allocation.line_id].refunded_fen += share
+        refund.parts.append(RefundAllocation(allocation_id=allocation_id, amount_fen=share))
+    order.refunded_fen += amount
+    full = order.refunded_fen == order.total_fen
+    if full:
+        for fulfilment in order.fulfilments:
+            if fulfilment.status == "pending":
+                fulfilment.status = "cancelled"
+    transition(order, OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED, actor=actor,
+               action="refunded", comment=reason,
+               data={"amount_fen": amount, "refunded_fen": order.refunded_fen, "provider": order.payment_provider,
+                     "provider_refund_id": provider_refund_id, "parts": sorted(parts.items())})
+    return refund
 
 
 # ---------------------------------------------------------------- fulfilment
@@ -716,8 +767,8 @@ def ship_part(user: User, order_id: int, data: dict) -> Order:
         cooperative_id = scope
     else:
         raise Forbidden("只有订单中的合作社可以发货")
-    with _transaction():
-        order = _lock_order(order_id)
+    with transaction():
+        order = lock_order(order_id)
         fulfilment = next((f for f in order.fulfilments if f.cooperative_id == cooperative_id), None)
         if fulfilment is None:
             raise NotFound("该合作社在此订单中没有商品")
@@ -752,21 +803,31 @@ def confirm_receipt(user: User, order_id: int) -> Order:
     order, _ = get_order(user, order_id)
     if order.buyer_id != user.id:
         raise Forbidden("只有下单人可以确认收货")
-    with _transaction():
-        order = _lock_order(order_id)
+    if order.channel == "canteen":
+        raise ValidationFailed("机关食堂订单须逐项验货：请填写每种商品的实收数量（POST …/inspection）",
+                               code="inspection_required")
+    with transaction():
+        order = lock_order(order_id)
         if not can_transition(order.status, OrderStatus.COMPLETED):
             raise Conflict(f"订单当前状态为“{order.status_label}”，不能确认收货", code="invalid_order_status")
-        _complete(order, actor=user, comment="买家确认收货")
+        complete_locked(order, actor=user, comment="买家确认收货")
     return order
 
 
-def _complete(order: Order, *, actor, comment: str) -> None:
-    """Mark a locked shipped order completed and its parts received."""
+def complete_locked(order: Order, *, actor, comment: str, data: dict | None = None) -> None:
+    """Mark a locked order whose parts have all shipped completed and its parts received.
+
+    An order partially refunded before delivery keeps that status (the refund is what finance
+    must see); it is completed all the same, and its parts received."""
     order.completed_at = utcnow()
     for fulfilment in order.fulfilments:
         if fulfilment.status == "shipped":
             fulfilment.status = "received"
-    transition(order, OrderStatus.COMPLETED, actor=actor, action="completed", comment=comment)
+    if order.status == OrderStatus.SHIPPED.value:
+        transition(order, OrderStatus.COMPLETED, actor=actor, action="completed", comment=comment, data=data)
+    else:
+        record_event(subject_type="order", subject_id=order.id, action="completed", actor=actor,
+                     from_state=order.status, to_state=order.status, comment=comment, data=data)
 
 
 def auto_complete_shipped(now: datetime | None = None) -> int:
@@ -782,10 +843,10 @@ def auto_complete_shipped(now: datetime | None = None) -> int:
     db.session.rollback()
     done = 0
     for order_id in ids:
-        with _transaction():
-            order = _lock_order(order_id)
+        with transaction():
+            order = lock_order(order_id)
             if order.status == OrderStatus.SHIPPED.value:
-                _complete(order, actor=None, comment="发货超期未确认，系统自动确认收货")
+                complete_locked(order, actor=None, comment="发货超期未确认，系统自动确认收货")
                 done += 1
     return done
 
@@ -851,7 +912,7 @@ def set_cart_quantity(user: User, product_id: int, quantity: int, *, add: bool =
     """
     if db.session.get(Product, product_id) is None:
         raise NotFound("产品不存在")
-    with _transaction():
+    with transaction():
         item = db.session.get(CartItem, (user.id, product_id))
         new = (item.quantity if item and add else 0) + quantity
         new = min(new, CART_MAX_QUANTITY)
@@ -867,7 +928,7 @@ def set_cart_quantity(user: User, product_id: int, quantity: int, *, add: bool =
 def merge_guest_cart(user: User, guest: dict[int, int]) -> None:
     """Add a guest's cart (kept in a cookie before sign-in) to the user's saved cart."""
     existing = {pid for pid, in db.session.execute(sa.select(Product.id).where(Product.id.in_(list(guest))))}
-    with _transaction():
+    with transaction():
         for product_id, quantity in guest.items():
             if product_id not in existing or quantity <= 0:
                 continue
@@ -881,6 +942,6 @@ def merge_guest_cart(user: User, guest: dict[int, int]) -> None:
 
 def remove_from_cart(user: User, product_ids) -> None:
     """Drop products from the user's cart (after they were ordered)."""
-    with _transaction():
+    with transaction():
         db.session.execute(sa.delete(CartItem).where(CartItem.user_id == user.id,
                                                      CartItem.product_id.in_(list(product_ids))))
