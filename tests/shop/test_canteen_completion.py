@@ -28,5 +28,6 @@ def test_a_shipped_canteen_order_waits_for_its_buyer_however_long(client, make):
     assert services.auto_complete_shipped(now=utcnow() + timedelta(days=365)) == 0
     db.session.expire_all()
     assert db.session.get(Order, order["id"]).status == "shipped"
-    received = client.post(f"/api/v1/orders/{order['id']}/confirm-receipt", headers=make.headers(canteen))
-    assert received.status_code == 200 and received.get_json()["status"] == "completed"
+    received = client.post(f"/api/v1/orders/{order['id']}/inspection", headers=make.headers(canteen),
+                           json={"lines": [{"product_id": tea.id, "received_quantity": 10}]})
+    assert received.status_code == 201 and received.get_json()["status"] == "completed"
