@@ -368,7 +368,8 @@ def get_budget_unit_for(actor: User, unit_id: int) -> BudgetUnit:
 
 
 #: Audit field names as people read them on the edit page.
-FIELD_LABELS = {"name": "单位名称", "annual_canteen_budget_fen": "年度食堂食材采购预算", "reserved_share": "预留比例"}
+FIELD_LABELS = {"name": "单位名称", "annual_canteen_budget_fen": "年度食堂食材采购预算", "reserved_share": "预留比例",
+                "approval_threshold_fen": "内部审批金额起点"}
 
 
 def unit_history(unit: BudgetUnit) -> list[dict]:

@@ -284,13 +284,21 @@ def _budget_unit_form(*, with_year: bool = False) -> tuple[dict, dict]:
         # Anything but a whole number goes on as text, for the schema to refuse.
         number = whole_number(year)
         data["year"] = year if number is None else number
+    errors = {}
+    threshold = form.get("approval_threshold_yuan", "").strip()
+    if "approval_threshold_yuan" in form:  # blank: no internal approval
+        data["approval_threshold_fen"] = parse_yuan(threshold) if threshold else None
+        if threshold and data["approval_threshold_fen"] is None:
+            del data["approval_threshold_fen"]
+            errors["approval_threshold_fen"] = ["请输入以元为单位的金额，如 5000 或 5000.50；不需要内部审批请留空"]
     fen = parse_yuan(form.get("annual_canteen_budget_yuan", ""))
     if fen is None:
+        errors["annual_canteen_budget_fen"] = ["请输入以元为单位的金额，如 1200000 或 1200000.50（最多两位小数）"]
+    else:
+        data["annual_canteen_budget_fen"] = fen
+    if errors:
         # Not sent to the service; the other fields are still checked so every error shows at once.
-        errors = {**budget_units.input_errors(data, partial=True),
-                  "annual_canteen_budget_fen": ["请输入以元为单位的金额，如 1200000 或 1200000.50（最多两位小数）"]}
-        return data, errors
-    data["annual_canteen_budget_fen"] = fen
+        return data, {**budget_units.input_errors(data, partial=True), **errors}
     return data, {}
 
 
@@ -364,7 +372,9 @@ def budget_unit_edit(unit_id: int):
         year = whole_number(year) if whole_number(year) in editable else editable[0]
         values = budget_units.year_values(unit.id, year)
         form = {"name": unit.name, "year": str(year), "reserved_share": values.as_audit()["reserved_share"],
-                "annual_canteen_budget_yuan": _fen_to_yuan_text(values.annual_canteen_budget_fen)}
+                "annual_canteen_budget_yuan": _fen_to_yuan_text(values.annual_canteen_budget_fen),
+                "approval_threshold_yuan": (_fen_to_yuan_text(unit.approval_threshold_fen)
+                                            if unit.approval_threshold_fen is not None else "")}
     else:
         data, errors = _budget_unit_form(with_year=True)
         if not errors:

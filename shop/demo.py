@@ -20,7 +20,7 @@ from core.demo import DemoTimeline
 from core.extensions import db
 from core.models import User
 from core.timeutil import to_shanghai
-from shop import payments, services
+from shop import inspection, payments, ratings, services
 from shop.models import Order
 from traceability.demo import stock_produced_before
 
@@ -162,9 +162,20 @@ class _OrderStory:
                                                           "cooperative_id": cooperative_id})
 
     def receive(self, buyer: User, name: str) -> None:
-        """The buyer confirms receipt of order ``name``."""
-        if name in self.orders:
-            services.confirm_receipt(buyer, self.orders[name])
+        """The buyer confirms receipt of order ``name``; a canteen inspects it (验货, all there) and
+        rates its suppliers (履约评价)."""
+        if name not in self.orders:
+            return
+        order = db.session.get(Order, self.orders[name])
+        if order.channel != "canteen":
+            services.confirm_receipt(buyer, order.id)
+            return
+        inspection.record_inspection(buyer, order.id, {"note": "", "lines": [
+            {"product_id": line.product_id, "received_quantity": line.quantity, "rejected_quantity": 0, "note": ""}
+            for line in order.lines]})
+        for cooperative_id in sorted({line.cooperative_id for line in order.lines}):
+            ratings.rate_cooperative(buyer, order.id, {"cooperative_id": cooperative_id, "quality": 5, "delivery": 4,
+                                                       "service": 5, "comment": "货品新鲜，按约定日期送达"})
 
     def refund_part(self, name: str) -> None:
         """Finance refunds a third of order ``name`` after one item arrived damaged."""

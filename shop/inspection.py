@@ -180,6 +180,14 @@ def list_refund_requests(status: str | None, offset: int, limit: int) -> tuple[l
     return list(db.session.scalars(query.order_by(RefundRequest.id.desc()).offset(offset).limit(limit))), int(total)
 
 
+def order_id_of_request(request_id: int) -> int:
+    """:raise NotFound: no such refund request."""
+    request = db.session.get(RefundRequest, request_id)
+    if request is None:
+        raise NotFound("退款申请不存在")
+    return request.order_id
+
+
 def decide_refund_request(user: User, request_id: int, data: dict) -> RefundRequest:
     """Finance refunds a 验货 claim (from the claimed lines' own allocations) or declines it.
 

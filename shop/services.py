@@ -882,7 +882,10 @@ def finance_overview(limit: int = 50) -> dict:
     """What the finance desk shows: transfers to confirm, recent payments, refunds and alerts."""
     pending = list(db.session.scalars(
         sa.select(Order).where(Order.payment_method == "bank_transfer",
-                               Order.status == OrderStatus.PENDING_PAYMENT.value).order_by(Order.id)))
+                               Order.status == OrderStatus.PENDING_PAYMENT.value,
+                               # Not yet approved inside the buyer's unit: not finance's to confirm.
+                               sa.or_(Order.approval_status.is_(None), Order.approval_status != "pending"))
+        .order_by(Order.id)))
     paid = list(db.session.scalars(
         sa.select(Order).where(Order.paid_at.is_not(None)).order_by(Order.paid_at.desc()).limit(limit)))
     refunds = list(db.session.scalars(sa.select(Refund).order_by(Refund.id.desc()).limit(limit)))

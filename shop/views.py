@@ -3,7 +3,7 @@ Stripe checkout, my orders, the cooperative order book and the finance desk. Thi
 form, call a service, render or redirect."""
 from dataclasses import dataclass, field
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, send_file, url_for
 from itsdangerous import BadSignature, URLSafeSerializer
 from marshmallow import ValidationError
 
@@ -16,8 +16,11 @@ from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
 from core.village_registry import COUNTIES
 from shop import cart as bulk_cart
-from shop import documents, services, settings, storefront
-from shop.schemas import OrderCreateSchema, RefundCreateSchema, ShipSchema, TransferConfirmSchema
+from shop import approval, documents, inspection, ratings, services, settings, storefront
+from shop.models import RATING_ASPECT_LABELS, RATING_ASPECTS
+from shop.schemas import (CooperativeRatingSchema, DecisionSchema, InspectionSchema, OrderCreateSchema,
+                          ProductReviewSchema, RefundCreateSchema, RefundDecisionSchema, ShipSchema,
+                          TransferConfirmSchema)
 from shop.states import OrderStatus
 
 bp = Blueprint("shop", __name__)
@@ -127,7 +130,9 @@ def browse():
 def product_page(product_id: int):
     """A product: photos, cooperative, origin villages and their progress, certificate, bulk terms."""
     page = storefront.product_page(current_user(), product_id)
-    return render_template("shop/product.html", page=page, product=page.product)
+    reviews = ratings.product_reviews(product_id) if page.product.certificate_id else None
+    return render_template("shop/product.html", page=page, product=page.product, reviews=reviews,
+                           reviewer_name=ratings.public_reviewer_name)
 
 
 # ---------------------------------------------------------------- cart and checkout
@@ -286,7 +291,8 @@ def my_orders():
     page = max(1, _quantity(request.args.get("page"), 1))
     orders, total = services.list_orders(user, own_only=True, offset=(page - 1) * PER_PAGE, limit=PER_PAGE)
     return render_template("shop/my_orders.html", orders=orders, total=total, page=page,
-                           pages=max(1, -(-total // PER_PAGE)))
+                           pages=max(1, -(-total // PER_PAGE)),
+                           awaiting_approval=len(approval.waiting_for(user)) if user.is_approver else None)
 
 
 @bp.get("/orders/<int:order_id>")
@@ -306,11 +312,17 @@ def _order_page(order_id: int, failed: "FormFailure | None" = None, status: int 
     lines = [line for line in order.lines if scope is None or line.cooperative_id == scope]
     fulfilments = [f for f in order.fulfilments if scope is None or f.cooperative_id == scope]
     bank_account = settings.bank_transfer_account() if order.payment_method == "bank_transfer" else None
+    is_buyer = order.buyer_id == user.id
+    given_ratings, given_reviews = ratings.given_on(order) if is_buyer and order.completed_at else ({}, {})
     return render_template("shop/order.html", order=order, scope=scope, lines=lines, fulfilments=fulfilments,
-                           is_buyer=order.buyer_id == user.id, just_paid=request.args.get("paid") == "1",
+                           is_buyer=is_buyer, just_paid=request.args.get("paid") == "1",
                            finance=user.has_role(Role.FINANCE, Role.ADMIN), user=user,
                            refundable=services.refundable(order), bank_account=bank_account,
-                           documents=documents.available_documents(user, order), failed=failed), status
+                           documents=documents.available_documents(user, order), failed=failed,
+                           can_approve=approval.can_decide(user, order),
+                           can_inspect=inspection.can_inspect(user, order),
+                           given_ratings=given_ratings, given_reviews=given_reviews,
+                           rating_aspects=[(a, RATING_ASPECT_LABELS[a]) for a in RATING_ASPECTS]), status
 
 
 @bp.get("/orders/<int:order_id>/documents/<any(purchase_order, delivery_note, payment_receipt):kind>.pdf")
@@ -334,6 +346,13 @@ ACTIONS = {
     "confirm_transfer": ("未能确认到账", {"amount_fen": ("到账金额", "amount_yuan"),
                                       "reference": ("流水号", "reference")}),
     "refund": ("未能退款", {"amount_fen": ("退款金额", "amount_yuan"), "reason": ("原因", "reason")}),
+    "approval": ("未能提交审批意见", {"comment": ("审批意见", "comment"), "decision": ("审批结果", "decision")}),
+    "inspection": ("未能提交验货结果", {"note": ("问题说明", "note"), "photo": ("照片", "photo")}),
+    "refund_request": ("未能处理退款申请", {"comment": ("处理说明", "comment"), "decision": ("处理结果", "decision")}),
+    "rating": ("未能提交评价", {aspect: (label, aspect) for aspect, label in RATING_ASPECT_LABELS.items()}
+               | {"comment": ("评价内容", "comment"), "cooperative_id": ("合作社", "cooperative_id")}),
+    "review": ("未能提交商品评价", {"rating": ("评分", "rating"), "comment": ("评价内容", "comment"),
+                                "product_id": ("商品", "product_id")}),
 }
 
 
@@ -501,6 +520,133 @@ def _load_money_form(schema, action: str, text_field: str) -> dict:
         raise _FormInvalid(problems) from exc
 
 
+@bp.post("/orders/<int:order_id>/approval")
+@require_roles(Role.CANTEEN_BUYER)
+def decide_approval(order_id: int):
+    """The unit's approver approves or rejects an order waiting for internal approval."""
+    def action():
+        data = DecisionSchema().load({"decision": request.form.get("decision", ""),
+                                      "comment": request.form.get("comment", "").strip()})
+        approval.decide(current_user(), order_id, data)
+    done = "已通过内部审批" if request.form.get("decision") == "approve" else "已驳回，订单已取消、库存已释放"
+    return _act(order_id, "approval", action, done)
+
+
+@bp.post("/orders/<int:order_id>/inspection")
+@require_login
+def record_inspection(order_id: int):
+    """The buyer's 验货 form: received and refused quantities per product, a note, a photo."""
+    def action():
+        order, _ = services.get_order(current_user(), order_id)
+        product_ids = [line.product_id for line in order.lines]
+        typed = {pid: (request.form.get(f"received_{pid}", ""), request.form.get(f"rejected_{pid}", "0") or "0")
+                 for pid in product_ids}
+        problems = {}
+        for pid, (received, rejected) in typed.items():
+            for name, raw in ((f"received_{pid}", received), (f"rejected_{pid}", rejected)):
+                if whole_number(raw, maximum=10_000_000) is None:
+                    problems[name] = ["请填写 0 或正整数"]
+        if problems:
+            raise _FormInvalid(problems)
+        lines = [{"product_id": pid, "received_quantity": whole_number(received, maximum=10_000_000),
+                  "rejected_quantity": whole_number(rejected, maximum=10_000_000),
+                  "note": request.form.get(f"note_{pid}", "").strip()[:300]}
+                 for pid, (received, rejected) in typed.items()]
+        data = InspectionSchema().load({"lines": lines, "note": request.form.get("note", "").strip()})
+        upload = request.files.get("photo")
+        photo = upload.read() if upload and upload.filename else None
+        try:
+            inspection.record_inspection(current_user(), order_id, data, photo=photo)
+        except AppError as exc:
+            raise _FormInvalid(_inspection_sentences(exc, product_ids)) if exc.fields else exc
+    return _act(order_id, "inspection", action, "验货结果已提交")
+
+
+def _inspection_sentences(exc: AppError, product_ids: list[int]) -> dict[str, list[str]]:
+    """The service's ``lines.N.field`` errors as sentences under the form's per-product inputs."""
+    problems: dict[str, list[str]] = {}
+    for index, messages in (exc.fields.get("lines") or {}).items():
+        if index == "_missing":
+            problems.setdefault("note", []).extend(messages)
+            continue
+        pid = product_ids[int(index)]
+        for name, texts in messages.items():
+            short = {"received_quantity": "received", "rejected_quantity": "rejected"}.get(name, "note")
+            problems.setdefault(f"{short}_{pid}", []).extend(texts)
+    for name in ("note", "photo"):
+        if name in exc.fields:
+            problems.setdefault(name, []).extend(exc.fields[name])
+    return problems or {"note": [exc.message]}
+
+
+@bp.get("/orders/<int:order_id>/inspection-photo.jpg")
+@require_login
+def inspection_photo(order_id: int):
+    """The photo the buyer attached to its 验货 (those who may see the order)."""
+    response = send_file(inspection.photo_path(current_user(), order_id), mimetype="image/jpeg", max_age=0)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
+
+
+@bp.post("/refund-requests/<int:request_id>/decision")
+@require_roles(Role.FINANCE, Role.ADMIN)
+def decide_refund_request(request_id: int):
+    """Finance refunds or declines a 验货 refund request (from the order page or the finance desk)."""
+    order_id = inspection.order_id_of_request(request_id)
+
+    def action():
+        data = RefundDecisionSchema().load({"decision": request.form.get("decision", ""),
+                                            "comment": request.form.get("comment", "").strip()})
+        inspection.decide_refund_request(current_user(), request_id, data)
+    done = "已按验货短缺退款" if request.form.get("decision") == "refund" else "已不予退款"
+    return _act(order_id, "refund_request", action, done)
+
+
+@bp.post("/orders/<int:order_id>/ratings")
+@require_login
+def rate_cooperative(order_id: int):
+    """履约评价 form: 1-5 on quality, delivery and service for one cooperative of the order."""
+    def action():
+        data = {aspect: _mark(request.form.get(aspect)) for aspect in RATING_ASPECTS}
+        data.update(cooperative_id=_row_id(request.form.get("cooperative_id")),
+                    comment=request.form.get("comment", "").strip())
+        ratings.rate_cooperative(current_user(), order_id, CooperativeRatingSchema().load(data))
+    return _act(order_id, "rating", action, "感谢评价，合作社和审核部门都能看到")
+
+
+@bp.post("/orders/<int:order_id>/reviews")
+@require_login
+def review_product(order_id: int):
+    """A product review from the order page."""
+    def action():
+        data = {"product_id": _row_id(request.form.get("product_id")), "rating": _mark(request.form.get("rating")),
+                "comment": request.form.get("comment", "").strip()}
+        ratings.review_product(current_user(), order_id, ProductReviewSchema().load(data))
+    return _act(order_id, "review", action, "感谢评价")
+
+
+def _mark(raw) -> int | str:
+    """A 1-5 mark from a form (what was typed passes on, so the schema names the problem)."""
+    value = whole_number(raw or "", maximum=5)
+    return value if value is not None else (raw or "")
+
+
+@bp.get("/cooperatives/<int:cooperative_id>/ratings")
+@require_login
+def cooperative_ratings(cooperative_id: int):
+    """A cooperative's 履约评价, for its members and reviewers."""
+    summary = ratings.cooperative_ratings(current_user(), cooperative_id)
+    return render_template("shop/cooperative_ratings.html", summary=summary,
+                           aspects=[(a, RATING_ASPECT_LABELS[a]) for a in RATING_ASPECTS])
+
+
+@bp.get("/canteen/approvals")
+@require_roles(Role.CANTEEN_BUYER)
+def approvals():
+    """An approver's to-do list: its unit's orders waiting for internal approval."""
+    return render_template("shop/approvals.html", orders=approval.waiting_for(current_user()))
+
+
 @bp.get("/cooperative/orders")
 @require_roles(Role.COOPERATIVE)
 def order_book():
@@ -525,5 +671,6 @@ def finance_desk():
 def _finance_page(failed: FormFailure | None = None):
     """Render the finance desk, with a refused confirmation's message if any."""
     return render_template("shop/finance.html", **services.finance_overview(),
+                           refund_requests=inspection.open_refund_requests(),
                            can_confirm=current_user().has_role(Role.FINANCE), failed=failed)
 

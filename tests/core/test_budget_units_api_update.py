@@ -139,7 +139,8 @@ def test_creation_is_audited_with_its_values(client, make):
     [event] = _events(response.get_json()["id"], action="create")
     assert event.actor_id == admin.id
     assert json.loads(event.data) == {"name": "龙山县机关食堂", "annual_canteen_budget_fen": 30_000_000,
-                                      "reserved_share": "0.08", "below_policy_minimum": True}
+                                      "reserved_share": "0.08", "approval_threshold_fen": None,
+                                      "below_policy_minimum": True}
 
 
 def test_a_name_differing_only_by_spaces_is_the_same_name(client, make):
