@@ -390,7 +390,9 @@ def _failure(order_id: int, action: str, exc: Exception) -> FormFailure:
     """Turn a refused action into what the page shows: Chinese labels and sentences, never field
     names, Python lists or fen."""
     refused, labels = ACTIONS[action]
+    # Everything typed goes back (the 验货 form has inputs per product, not listed in ACTIONS).
     values = {name: request.form.get(name, "") for _, name in labels.values()}
+    values.update((name, value) for name, value in request.form.items() if name != "csrf_token")
     if isinstance(exc, _FormInvalid):
         return FormFailure(order_id, action, f"{refused}，请更正下面标出的内容。", exc.fields, values)
     fields: dict[str, list[str]] = {}
