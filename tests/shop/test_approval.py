@@ -118,3 +118,27 @@ def test_admin_sets_the_threshold_and_the_approver_flag_through_the_api(client, 
     assert [e.action for e in history_of("user", buyer.id)][-1] == "approver"
     changes = json.loads(history_of("budget_unit", unit.id)[-1].data)["changes"]
     assert changes["approval_threshold_fen"] == {"from": None, "to": 500_000}
+
+
+def test_parallel_approvals_decide_once(app, client, make):
+    """Two approvers clicking at once on PostgreSQL: one decision, the other is told it is decided."""
+    from tests.concurrency import run_parallel, skip_unless_postgres
+    skip_unless_postgres()
+    tea, unit, buyer, approver = _setup(make)
+    second = make.user(Role.CANTEEN_BUYER, budget_unit=unit, is_approver=True)
+    order = place(client, make, buyer, (tea, 20), payment_method="bank_transfer")
+    url = f"/api/v1/orders/{order['id']}/approval"
+
+    def decide(user, decision):
+        headers = make.headers(user)
+        body = {"decision": decision, "comment": "并发"}
+        return lambda: app.test_client().post(url, json=body, headers=headers).status_code
+
+    statuses = sorted(run_parallel(app, [decide(approver, "approve"), decide(second, "reject")] * 3))
+    assert statuses == [200] + [409] * 5
+    db.session.expire_all()
+    decided = db.session.get(Order, order["id"])
+    events = [e.action for e in history_of("order", order["id"])]
+    assert events.count("approval_approved") + events.count("approval_rejected") == 1
+    assert (decided.status == "cancelled") == (decided.approval_status == "rejected")
+    assert _available(tea) == (100 if decided.approval_status == "rejected" else 80)

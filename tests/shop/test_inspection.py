@@ -190,3 +190,38 @@ def test_the_photo_of_a_problem_is_stored_and_shown_to_the_buyer(client, make, d
         inspection.record_inspection(d["buyer"], d["order"]["id"], data, photo=picture.getvalue())
         path = inspection.photo_path(d["buyer"], d["order"]["id"])
     assert path.is_file() and path.read_bytes()[:2] == b"\xff\xd8"  # re-encoded as JPEG
+
+
+PARALLEL = 6
+
+
+def _race(app, path, body, headers):
+    from tests.concurrency import run_parallel
+
+    def send():
+        response = app.test_client().post(path, json=body, headers=headers)
+        return response.status_code
+
+    return sorted(run_parallel(app, [send] * PARALLEL))
+
+
+def test_parallel_inspections_and_refund_decisions_happen_once(app, client, make, delivered):
+    """Double-submits on PostgreSQL: one inspection, one refund request, one refund, exact totals."""
+    from tests.concurrency import skip_unless_postgres
+    skip_unless_postgres()
+    d = delivered
+    body = {"lines": [{"product_id": d["tea"].id, "received_quantity": 6, "rejected_quantity": 0},
+                      {"product_id": d["kiwi"].id, "received_quantity": 10, "rejected_quantity": 0}],
+            "note": "少两袋"}
+    statuses = _race(app, f"/api/v1/orders/{d['order']['id']}/inspection", body, make.headers(d["buyer"]))
+    assert statuses == [201] + [409] * (PARALLEL - 1)
+    db.session.expire_all()
+    order = db.session.get(Order, d["order"]["id"])
+    [request] = order.refund_requests
+    statuses = _race(app, f"/api/v1/refund-requests/{request.id}/decision", {"decision": "refund"},
+                     make.headers(d["finance"]))
+    assert statuses == [200] + [409] * (PARALLEL - 1)
+    db.session.expire_all()
+    order = db.session.get(Order, d["order"]["id"])
+    assert len(order.refunds) == 1 and order.refunded_fen == 2 * TEA_PRICE
+    assert sum(a.refunded_fen for a in order.allocations) == 2 * TEA_PRICE
