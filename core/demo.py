@@ -44,9 +44,13 @@ DEMO_ACCOUNTS = (
     ("coop@xiangban.test", Role.COOPERATIVE, "牛角山村合作社 龙献文", {"cooperative": 0}),
     ("coop2@xiangban.test", Role.COOPERATIVE, "十八洞村合作社 施进兰", {"cooperative": 2}),
     ("canteen@xiangban.test", Role.CANTEEN_BUYER, "州机关食堂 采购员", {"budget_unit": True}),
+    ("approver@xiangban.test", Role.CANTEEN_BUYER, "州机关食堂 审批人", {"budget_unit": True, "approver": True}),
     ("finance@xiangban.test", Role.FINANCE, "平台财务", {}),
     ("consumer@xiangban.test", Role.CONSUMER, "游客 小李", {}),
 )
+
+#: The demo canteen's orders above ¥5,000 wait for its approver (its demo orders are below it).
+DEMO_APPROVAL_THRESHOLD_FEN = 500_000
 
 
 # ---------------------------------------------------------------- the story's time
@@ -188,12 +192,13 @@ def _load_kernel_records() -> list[Cooperative]:
     name, budget, share = DEMO_BUDGET_UNIT
     # Through the service, as an administrator would: validated and on the audit trail.
     unit = create_budget_unit(None, {"name": name, "annual_canteen_budget_fen": budget, "reserved_share": share,
-                                     "reason": "演示数据"})
+                                     "approval_threshold_fen": DEMO_APPROVAL_THRESHOLD_FEN, "reason": "演示数据"})
     for email, role, display_name, scope in DEMO_ACCOUNTS:
         user = User(email=email, role=role.value, display_name=display_name,
                     county=scope.get("county"),
                     cooperative_id=cooperatives[scope["cooperative"]].id if "cooperative" in scope else None,
-                    budget_unit_id=unit.id if scope.get("budget_unit") else None)
+                    budget_unit_id=unit.id if scope.get("budget_unit") else None,
+                    is_approver=bool(scope.get("approver")))
         user.set_password(DEMO_PASSWORD)
         db.session.add(user)
     db.session.commit()

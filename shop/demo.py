@@ -200,7 +200,8 @@ class _OrderStory:
             order = db.session.get(Order, self.orders["canteen"])
             line = order.lines[0]
             lines.append(f"已创建 1 笔机关食堂订单（{line.product_name} {line.quantity}{line.unit}，对公转账，"
-                         f"财务于 {to_shanghai(order.paid_at):%Y-%m-%d} 确认到账）。")
+                         f"财务于 {to_shanghai(order.paid_at):%Y-%m-%d} 确认到账"
+                         f"{'，已验货并完成履约评价' if order.completed_at else ''}）。")
         if "canteen-pending" in self.orders:
             lines.append("另有 1 笔机关食堂订单待财务确认对公转账（见“收款与退款”）。")
         return lines
