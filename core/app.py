@@ -4,6 +4,7 @@ from pathlib import Path
 
 from flask import Flask, request
 
+from core import operations
 from core.config import PROJECT_ROOT, check_config, engine_options_for, load_config
 from core.extensions import csrf, db, migrate
 from core.money import format_yuan
@@ -32,11 +33,12 @@ def create_app(test_config: dict | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_request_hooks(app)
+    operations.init_app(app)
     register_errorhandlers(app)
     register_template_helpers(app)
     register_commands(app)
     if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO)
+        operations.configure_logging(logging.INFO)
     return app
 
 
