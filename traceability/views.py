@@ -133,10 +133,58 @@ def _local_time(moment) -> str:
     return to_shanghai(moment).strftime("%Y-%m-%d %H:%M") if moment else ""
 
 
+#: GS1 link types this resolver answers (GS1 Web Vocabulary, https://gs1.org/voc/).
+GS1_VOC = "https://gs1.org/voc/"
+LINKSET_TYPE = "application/linkset+json"
+REDIRECT_LINK_TYPES = ("gs1:pip", "gs1:certificationInfo")
+
+
+def _machine_answer(code: codes.TraceCode, link_type: str | None):
+    """A resolver client's request (a linkset, or a redirect to one link type): answered like a
+    scan but not counted as one, since no consumer looked at the goods."""
+    result = services.resolve_scan(code, user_agent=request.headers.get("User-Agent", ""), as_json=True,
+                                   record=False)
+    if result is None:
+        return _unverifiable()
+    links = _links(result)
+    if link_type in REDIRECT_LINK_TYPES:
+        return _no_store(redirect(links[link_type.split(":", 1)[1]]["href"], code=307))
+    body = {"linkset": [{"anchor": _code_url(), **{GS1_VOC + name: [link] for name, link in links.items()}}]}
+    response = current_app.response_class(json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                                          mimetype=LINKSET_TYPE, headers=NO_STORE)
+    return response
+
+
+def _code_url() -> str:
+    """This code's own URL, as issued: still percent-encoded (a lot may hold a "/"), with its signature."""
+    url = request.host_url.rstrip("/") + request.script_root + _raw_path()
+    return url + (f"?s={request.args['s']}" if request.args.get("s") else "")
+
+
+def _links(result) -> dict[str, dict]:
+    """The code's links by GS1 link type: product page, certificate, traceability (the scan page)."""
+    root = request.host_url.rstrip("/")
+    product_id = result.entry.product["id"]
+    scan_page = _code_url()
+    page = {"type": "text/html", "hreflang": ["zh-CN"]}
+    return {
+        "pip": {"href": root + presenters.product_page_path(product_id), "title": "产品信息与购买", **page},
+        "certificationInfo": {"href": root + url_for("certification.product_page", product_id=product_id),
+                              "title": "湘西香伴品牌认定信息", **page},
+        "traceability": {"href": scan_page, "title": "产地溯源：村、合作社、批次与流通记录", **page},
+        "defaultLink": {"href": scan_page, "title": "扫码验真与溯源", **page},
+    }
+
+
 def _resolve(code: codes.TraceCode | None):
-    """Verify the signature, look the code up, count the scan, answer HTML or JSON."""
+    """Verify the signature, look the code up, count the scan, answer HTML or JSON (or, for a
+    GS1 resolver client, a linkset or a redirect to one link, uncounted)."""
     if code is None or not codes.is_authentic(code, request.args.get("s")):
         return _unverifiable()
+    link_type = request.args.get("linkType")
+    if link_type == "linkset" or link_type in REDIRECT_LINK_TYPES \
+            or LINKSET_TYPE in request.headers.get("Accept", ""):
+        return _machine_answer(code, link_type)
     # Only a client that mentions JSON can prefer it; skip parsing Accept for every phone.
     as_json = "json" in request.headers.get("Accept", "") and wants_json()
     result = services.resolve_scan(code, user_agent=request.headers.get("User-Agent", ""), as_json=as_json,
@@ -165,6 +213,22 @@ def resolve_digital_link(rest: str):
 def resolve_short(batch_id: str, serial: str | None = None):
     """The platform's own trace codes for products without a GTIN: ``/t/{batch_id}[/{serial}]?s=…``."""
     return _resolve(codes.parse_short(batch_id, serial))
+
+
+@bp.get("/.well-known/gs1resolver")
+def gs1_resolver_description():
+    """What this resolver is (GS1 Digital Link resolver description): its root, keys, link types."""
+    root = request.host_url.rstrip("/")
+    return jsonify({
+        "name": "湘西香伴 溯源解析服务",
+        "resolverRoot": root,
+        "supportedPrimaryKeys": ["gtin"],
+        "supportedLinkType": [{"namespace": GS1_VOC, "prefix": "gs1:",
+                               "types": ["gs1:pip", "gs1:certificationInfo", "gs1:traceability", "gs1:defaultLink"]}],
+        "linkTypeDefaultCanBeLinkset": False,
+        "linksetMediaType": LINKSET_TYPE,
+        "note": "每个码都带签名参数 s；无 GTIN 的合作社产品使用本平台短码 /t/{批次}/{单品序列号}。",
+    })
 
 
 # --------------------------------------------------------------------------- cooperative pages
