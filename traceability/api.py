@@ -6,7 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 from core.auth import current_user, require_roles
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
-from traceability import presenters, qr, services
+from core.timeutil import isoformat
+from traceability import fakes, presenters, qr, services
 
 bp = Blueprint("traceability_api", __name__, url_prefix="/api/v1")
 
@@ -109,3 +110,19 @@ def list_scans(batch_id: int):
     return jsonify(list_envelope(presenters.scans_json(rows), total, page,
                                  batch_id=batch.id, summary=presenters.scan_summary_json(summary)))
 
+
+
+@bp.get("/fake-reports")
+@require_roles(Role.PREFECTURE_REVIEWER, Role.ADMIN)
+def fake_reports():
+    """Flagged batches and item serials, most reported first, and reports of codes that did not verify."""
+    view = fakes.flagged(current_user())
+    return jsonify({
+        "items": [{"batch_id": item["batch_id"], "serial": item["serial"], "reports": item["reports"],
+                   "latest_at": isoformat(item["latest"]), "reasons": item["reasons"],
+                   "serial_scans": item["serial_scans"],
+                   "product": item["batch"].product.name if item["batch"] else None,
+                   "lot": item["batch"].lot if item["batch"] else None} for item in view["items"]],
+        "unverified": [{"code": r.code, "reason": r.reason, "note": r.note, "created_at": isoformat(r.created_at)}
+                       for r in view["unverified"]],
+    })

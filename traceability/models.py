@@ -194,3 +194,39 @@ class ScanEvent(db.Model):
     client = db.Column(db.String(20), nullable=False, default="other")
     # True when a machine asked for JSON (a scanner app), false for a person's browser.
     as_json = db.Column(db.Boolean, nullable=False, default=False)
+
+
+FAKE_REASONS = ("label_mismatch", "scanned_often", "price_too_low", "seller_unknown", "other")
+FAKE_REASON_LABELS = {"label_mismatch": "标签、包装与页面不符", "scanned_often": "提示扫码次数异常",
+                      "price_too_low": "售价明显偏低", "seller_unknown": "卖家不是页面上的合作社", "other": "其他"}
+
+
+class FakeReport(db.Model):
+    """A consumer's "this looks fake" about a scanned code, for the prefecture to follow up.
+
+    ``batch_id``/``serial`` are set only when the reported code's signature verified (a copied
+    genuine label: the serial to watch); an unverifiable code is kept as the text reported.
+    No address or device is stored; ``contact`` only if the person chose to leave one.
+    """
+
+    __tablename__ = "fake_reports"
+    __table_args__ = (
+        sa.CheckConstraint(sa.column("reason").in_(FAKE_REASONS), name="reason_known"),
+        sa.Index("ix_fake_reports_batch_serial", "batch_id", "serial"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    code = db.Column(db.String(600), nullable=False)
+    authentic = db.Column(db.Boolean, nullable=False)
+    batch_id = db.Column(db.Integer, db.ForeignKey("batches.id", ondelete="SET NULL"), nullable=True)
+    serial = db.Column(db.String(20), nullable=True)
+    reason = db.Column(db.String(20), nullable=False)
+    note = db.Column(db.String(500), nullable=False, default="")
+    contact = db.Column(db.String(60), nullable=True)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+
+    batch = db.relationship("Batch")
+
+    @property
+    def reason_label(self) -> str:
+        return FAKE_REASON_LABELS[self.reason]

@@ -4,7 +4,7 @@ import csv
 import io
 import json
 from functools import lru_cache
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import (Blueprint, Response, current_app, flash, jsonify, make_response, redirect, render_template, request,
                    url_for)
@@ -18,9 +18,10 @@ from core.identifiers import whole_number
 from core.models import Role
 from core.navigation import register_nav
 from core.timeutil import shanghai_today, to_shanghai
-from traceability import codes, presenters, qr, services
+from core.ratelimit import rate_limited
+from traceability import codes, fakes, presenters, qr, services
 from traceability.gs1 import MalformedDigitalLink
-from traceability.models import (BIZ_STEP_LABELS, CLIENT_LABELS, COMMITMENT_BASIS_LABELS, COMMITMENT_STATEMENTS,
+from traceability.models import (BIZ_STEP_LABELS, CLIENT_LABELS, FAKE_REASON_LABELS, COMMITMENT_BASIS_LABELS, COMMITMENT_STATEMENTS,
                                  DEVICE_LABELS, MANUAL_BIZ_STEPS)
 
 bp = Blueprint("traceability", __name__)
@@ -30,6 +31,7 @@ LABELS_PER_PAGE = 8  # A4 portrait, 2 × 4 labels of 105 × 74 mm
 MAX_LABEL_PAGES = 10  # one sheet document: at most 80 labels (~1 s of QR encoding when cold)
 
 register_nav("traceability.batch_index", "批次溯源", roles=MANAGERS, order=40)
+register_nav("traceability.fake_reports", "假冒举报", roles=(Role.PREFECTURE_REVIEWER, Role.ADMIN), order=45)
 
 
 # --------------------------------------------------------------------------- public resolver
@@ -68,7 +70,10 @@ def _unverifiable(status: int = 404, reason: str | None = None):
             body = {"authentic": False,
                     "error": {"code": "unknown_code", "message": "无法验证此码：它不是本平台签发的，或已被篡改", "fields": {}}}
         return _no_store(make_response(jsonify(body), status))
-    html = render_template("traceability/scan_invalid.html", status=status, reason=reason)
+    query = request.query_string.decode("latin-1")
+    reported = (_raw_path() + (f"?{query}" if query else ""))[:fakes.MAX_CODE]
+    html = render_template("traceability/scan_invalid.html", status=status, reason=reason,
+                           report_url="/report-fake?code=" + quote(reported, safe=""))
     return _no_store(make_response(html, status))
 
 
@@ -124,7 +129,14 @@ def _scan_count_html(entry, macros, result) -> str:
         if len(counts) > 1000:  # one per item serial at most; keep an entry small
             counts.clear()
         template = counts[key] = str(macros.scan_count(_COUNT, first_at_text, result.code.serial, threshold))
-    return template.replace(_COUNT, str(result.scans["count"]), 1)
+    return template.replace(_COUNT, str(result.scans["count"]), 1) + _report_link()
+
+
+def _report_link() -> str:
+    """The per-scan "report a suspected fake" link: it carries this very code (path and signature)."""
+    code = _raw_path() + (f"?s={request.args['s']}" if request.args.get("s") else "")
+    return f'<p class="report-fake"><a href="/report-fake?code={quote(code, safe="")}" rel="nofollow">举报疑似假冒</a></p>'
+
 
 
 @lru_cache(maxsize=4096)
@@ -229,6 +241,35 @@ def gs1_resolver_description():
         "linksetMediaType": LINKSET_TYPE,
         "note": "每个码都带签名参数 s；无 GTIN 的合作社产品使用本平台短码 /t/{批次}/{单品序列号}。",
     })
+
+
+@bp.route("/report-fake", methods=["GET", "POST"])
+def report_fake():
+    """The public "report a suspected fake" form, reached from a scan page (no sign-in)."""
+    code = (request.values.get("code") or "")[:fakes.MAX_CODE]
+    errors, form = {}, {"reason": "", "note": "", "contact": ""}
+    if request.method == "POST":
+        return _submit_fake_report(code)
+    return render_template("traceability/report_fake.html", code=code, authentic=fakes.identify(code)[1],
+                           reasons=FAKE_REASON_LABELS, errors=errors, form=form)
+
+
+@rate_limited("fake_report", 5, window_seconds=3600)
+def _submit_fake_report(code: str):
+    form = {name: request.form.get(name, "") for name in ("reason", "note", "contact")}
+    try:
+        fakes.report_fake({"code": code, **form})
+    except AppError as exc:
+        return render_template("traceability/report_fake.html", code=code, authentic=fakes.identify(code)[1],
+                               reasons=FAKE_REASON_LABELS, errors=exc.fields, form=form), 422
+    return render_template("traceability/report_fake_done.html")
+
+
+@bp.get("/traceability/fake-reports")
+@require_roles(Role.PREFECTURE_REVIEWER, Role.ADMIN)
+def fake_reports():
+    """The prefecture's view of flagged batches and serials."""
+    return render_template("traceability/fake_reports.html", **fakes.flagged(current_user()))
 
 
 # --------------------------------------------------------------------------- cooperative pages
