@@ -503,6 +503,8 @@ def handle_stripe_webhook(raw_body: bytes, signature_header: str | None) -> dict
 def _apply_event(event: dict, session: dict) -> tuple[str, int | None, list[int]]:
     """Apply a verified event inside the caller's transaction; return (outcome, order id, released products)."""
     kind = event["type"]
+    if kind in ("charge.refunded", "charge.dispute.created"):
+        return (*_apply_charge_event(event, session), [])
     if not kind.startswith("checkout.session."):
         return "ignored", None, []
     session_id = session.get("id")
@@ -551,6 +553,51 @@ def _apply_event(event: dict, session: dict) -> tuple[str, int | None, list[int]
         transition(order, OrderStatus.CANCELLED, action="expired", comment=reason, data={"event_id": event["id"]})
         return "cancelled", order.id, released
     return "ignored", order.id, []
+
+
+def _apply_charge_event(event: dict, charge: dict) -> tuple[str, int | None]:
+    """A refund made in Stripe's dashboard (``charge.refunded``) or a dispute opened by the card
+    holder (``charge.dispute.created``), on the order paid by that payment intent.
+
+    ``charge.refunded`` carries the charge's cumulative ``amount_refunded``: whatever exceeds what
+    the order already records (refunds made here are recorded before Stripe reports them) is
+    recorded as one refund, split over the allocations like any other, so the village reports
+    drop by exactly that. A redelivered or late event finds nothing left to record. No call to
+    Stripe is made here: the money has already moved.
+    """
+    intent = charge.get("payment_intent")
+    order_id = db.session.scalar(sa.select(Order.id).where(Order.payment_intent_id == intent)) \
+        if isinstance(intent, str) and intent else None
+    if order_id is None:
+        return "unknown_payment", None
+    order = lock_order(order_id)
+    if event["type"] == "charge.dispute.created":
+        amount = charge.get("amount") if isinstance(charge.get("amount"), int) else None
+        _alert(order, event, [f"持卡人发起争议（{charge.get('reason') or '未说明原因'}），"
+                              f"争议金额 {format_yuan(amount) if amount is not None else '未知'}，请在 Stripe 后台应诉或退款"],
+               action="disputed")
+        return "disputed", order.id
+    refunded = charge.get("amount_refunded")
+    if not isinstance(refunded, int) or isinstance(refunded, bool) or refunded < 0:
+        _alert(order, event, ["charge.refunded 缺少有效的 amount_refunded"])
+        return "mismatch", order.id
+    missing = min(refunded, order.total_fen) - order.refunded_fen
+    if refunded > order.total_fen:
+        _alert(order, event, [f"Stripe 退款合计 {refunded} 分超过订单金额 {order.total_fen} 分"])
+    if missing <= 0:
+        return "refund_already_recorded", order.id
+    if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
+        _alert(order, event, [f"订单状态为“{order.status_label}”，Stripe 退款 {format_yuan(missing)} 未能入账"])
+        return "mismatch", order.id
+    known = set(db.session.scalars(sa.select(Refund.provider_refund_id).where(Refund.order_id == order.id)))
+    refund_ids = [r.get("id") for r in ((charge.get("refunds") or {}).get("data") or [])
+                  if isinstance(r, dict) and isinstance(r.get("id"), str) and r.get("id") not in known]
+    parts = split_refund(missing, [(a.id, a.amount_fen - a.refunded_fen)
+                                   for a in sorted(order.allocations, key=lambda a: a.id)])
+    _record_refund(order, missing, "在 Stripe 后台退款", None, parts,
+                   provider_refund_id=refund_ids[0] if len(refund_ids) == 1 else None,
+                   extra={"event_id": event["id"]})
+    return "refunded", order.id
 
 
 def _payment_problems(order: Order, session: dict) -> list[str]:
@@ -721,7 +768,6 @@ def line_refund_parts(order: Order, line_amounts: dict[int, int]) -> dict[int, i
 def apply_refund(order: Order, amount: int, reason: str, actor: User, parts: dict[int, int]) -> Refund:
     """Record a checked refund of ``amount`` split as ``parts`` on a locked order, in the caller's
     transaction (through Stripe first for a Stripe payment), and move the order's status."""
-    allocations = {a.id: a for a in order.allocations}
     provider_refund_id = None
     if order.payment_provider == "stripe" and not order.payment_intent_id:
         raise Conflict("该订单没有记录 Stripe 支付单号，无法在线退款", code="no_payment_intent")
@@ -729,8 +775,16 @@ def apply_refund(order: Order, amount: int, reason: str, actor: User, parts: dic
         provider_refund_id = payments.refund_payment(
             order.payment_intent_id, amount, order_number=order.number,
             idempotency_key=f"xiangban-refund-{order.number}-{order.refunded_fen}-{amount}")
+    return _record_refund(order, amount, reason, actor, parts, provider_refund_id=provider_refund_id)
+
+
+def _record_refund(order: Order, amount: int, reason: str, actor: User | None, parts: dict[int, int], *,
+                   provider_refund_id: str | None, extra: dict | None = None) -> Refund:
+    """Write a refund whose money has moved: its rows, the allocations' and lines' refunded fen,
+    the order's status (audited)."""
+    allocations = {a.id: a for a in order.allocations}
     refund = Refund(order=order, amount_fen=amount, reason=reason, provider=order.payment_provider,
-                    provider_refund_id=provider_refund_id, actor_id=actor.id)
+                    provider_refund_id=provider_refund_id, actor_id=actor.id if actor else None)
     db.session.add(refund)
     lines = {line.id: line for line in order.lines}
     for allocation_id, share in sorted(parts.items()):
@@ -747,7 +801,7 @@ def apply_refund(order: Order, amount: int, reason: str, actor: User, parts: dic
     transition(order, OrderStatus.REFUNDED if full else OrderStatus.PARTIALLY_REFUNDED, actor=actor,
                action="refunded", comment=reason,
                data={"amount_fen": amount, "refunded_fen": order.refunded_fen, "provider": order.payment_provider,
-                     "provider_refund_id": provider_refund_id, "parts": sorted(parts.items())})
+                     "provider_refund_id": provider_refund_id, "parts": sorted(parts.items()), **(extra or {})})
     return refund
 
 
@@ -894,9 +948,10 @@ def finance_overview(limit: int = 50) -> dict:
 
 
 def payment_alerts(limit: int = 50) -> list[PaymentEvent]:
-    """Payment events finance must look at: mismatches and money received for cancelled orders."""
+    """Payment events finance must look at: mismatches, money received for cancelled orders, disputes."""
     return list(db.session.scalars(
-        sa.select(PaymentEvent).where(PaymentEvent.outcome.in_(("mismatch", "session_mismatch", "paid_after_cancel")))
+        sa.select(PaymentEvent).where(PaymentEvent.outcome.in_(("mismatch", "session_mismatch", "paid_after_cancel",
+                                                                "disputed")))
         .order_by(PaymentEvent.id.desc()).limit(limit)))
 
 

@@ -132,3 +132,86 @@ def test_refund_without_a_recorded_payment_intent_is_refused(client, make, fake_
                            headers=make.headers(make.user(Role.FINANCE)))
     assert response.status_code == 409 and response.get_json()["error"]["code"] == "no_payment_intent"
     assert not fake_stripe.calls("/v1/refunds")
+
+
+def _charge_event(kind, intent, **charge):
+    import secrets
+    import time
+    return {"id": "evt_" + secrets.token_hex(8), "object": "event", "type": kind, "created": int(time.time()),
+            "data": {"object": {"object": "charge" if kind == "charge.refunded" else "dispute",
+                                "payment_intent": intent, **charge}}}
+
+
+def _village_total(make, product) -> int:
+    from core.timeutil import shanghai_today
+    from shop.sales import village_sales_fen
+    return village_sales_fen(product.villages[0].id, shanghai_today().year)
+
+
+def test_a_refund_made_in_stripes_dashboard_is_recorded_once(client, make, fake_stripe):
+    """charge.refunded (issue #11): the part not yet recorded is refunded here, exactly once."""
+    tea = certified_product(make, price_fen=10_000)
+    batch(tea, quantity=10)
+    order = place(client, make, make.user(), (tea, 3))
+    deliver(client, completed_event(order, session={"payment_intent": "pi_dash_1"}))
+    assert _village_total(make, tea) == 30_000
+    event = _charge_event("charge.refunded", "pi_dash_1", amount_refunded=12_345,
+                          refunds={"data": [{"id": "re_dash_1", "amount": 12_345}]})
+    assert deliver(client, event).get_json()["outcome"] == "refunded"
+    assert deliver(client, event).get_json()["outcome"] == "duplicate"
+    # The same cumulative figure under a new event id (Stripe resends, or a later update) adds nothing.
+    again = _charge_event("charge.refunded", "pi_dash_1", amount_refunded=12_345)
+    assert deliver(client, again).get_json()["outcome"] == "refund_already_recorded"
+    finance = make.headers(make.user(Role.FINANCE))
+    body = client.get(f"/api/v1/orders/{order['id']}", headers=finance).get_json()
+    assert body["status"] == "partially_refunded" and body["refunded_fen"] == 12_345
+    assert body["refunds"][0]["provider_refund_id"] == "re_dash_1"
+    assert _village_total(make, tea) == 30_000 - 12_345
+    assert fake_stripe.calls("/v1/refunds") == []  # nothing was asked of Stripe: the money had moved
+
+    # A refund made here is recorded first; Stripe's report of it afterwards changes nothing.
+    client.post(f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 655, "reason": "补差"}, headers=finance)
+    later = _charge_event("charge.refunded", "pi_dash_1", amount_refunded=13_000)
+    assert deliver(client, later).get_json()["outcome"] == "refund_already_recorded"
+    assert _village_total(make, tea) == 30_000 - 13_000
+
+
+def test_a_dispute_is_flagged_for_finance_and_unknown_payments_are_ignored(client, make, fake_stripe):
+    tea = certified_product(make, price_fen=10_000)
+    batch(tea, quantity=10)
+    order = place(client, make, make.user(), (tea, 1))
+    deliver(client, completed_event(order, session={"payment_intent": "pi_dispute_1"}))
+    disputed = _charge_event("charge.dispute.created", "pi_dispute_1", amount=10_000, reason="fraudulent", id="dp_1")
+    assert deliver(client, disputed).get_json()["outcome"] == "disputed"
+    from shop.services import payment_alerts
+    assert [a.outcome for a in payment_alerts()] == ["disputed"]
+    stranger = _charge_event("charge.refunded", "pi_nobody", amount_refunded=100)
+    assert deliver(client, stranger).get_json()["outcome"] == "unknown_payment"
+
+
+def test_parallel_refund_events_record_the_dashboard_refund_once(app, client, make, fake_stripe):
+    """Several charge.refunded events for one refund arriving at once (PostgreSQL): one refund."""
+    import json
+
+    from shop import payments
+    from tests.concurrency import run_parallel, skip_unless_postgres
+    skip_unless_postgres()
+    tea = certified_product(make, price_fen=10_000)
+    batch(tea, quantity=10)
+    order = place(client, make, make.user(), (tea, 2))
+    deliver(client, completed_event(order, session={"payment_intent": "pi_race_1"}))
+    events = [_charge_event("charge.refunded", "pi_race_1", amount_refunded=7_000) for _ in range(3)]
+    events += events  # and each one delivered twice
+
+    def send(event):
+        body = json.dumps(event, separators=(",", ":"))
+        header = payments.sign_payload(body, "whsec_test_secret")
+        return lambda: app.test_client().post("/api/v1/payments/stripe/webhook", data=body.encode(), headers={
+            "Stripe-Signature": header, "Content-Type": "application/json"}).get_json()["outcome"]
+
+    outcomes = sorted(run_parallel(app, [send(event) for event in events]))
+    assert outcomes.count("refunded") == 1 and outcomes.count("duplicate") == 3
+    assert outcomes.count("refund_already_recorded") == 2
+    finance = make.headers(make.user(Role.FINANCE))
+    body = client.get(f"/api/v1/orders/{order['id']}", headers=finance).get_json()
+    assert body["refunded_fen"] == 7_000 and len(body["refunds"]) == 1
