@@ -28,6 +28,7 @@ from pypdf import PdfReader, PdfWriter
 from pypdf.errors import DependencyError, FileNotDecryptedError, LimitReachedError
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, NameObject
 
+from core.config import upload_root
 from core.errors import ValidationFailed
 
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP")
@@ -101,8 +102,7 @@ def max_pdf_pages() -> int:
 
 def upload_dir() -> Path:
     """Return the configured upload root (``UPLOAD_DIR``, default ``instance/uploads``)."""
-    configured = current_app.config.get("UPLOAD_DIR") or os.environ.get("UPLOAD_DIR")
-    return Path(configured) if configured else Path(current_app.instance_path) / "uploads"
+    return upload_root(current_app)
 
 
 def read_limited(stream, field: str = "file") -> bytes:

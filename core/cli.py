@@ -1,4 +1,6 @@
-"""Command line: ``flask --app wsgi setup | demo | users create | audit verify | targets export|import``."""
+"""Command line: ``flask --app wsgi setup | demo | users create | audit verify | backup create|restore | targets export|import``."""
+from pathlib import Path
+
 import click
 from flask import Flask
 from flask.cli import AppGroup
@@ -71,6 +73,39 @@ def register(app: Flask) -> None:
         raise SystemExit(1)
 
     app.cli.add_command(audit_group)
+
+    backup_group = AppGroup("backup", help="Back up or restore the database and the uploaded files.")
+
+    @backup_group.command("create")
+    @click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+    def backup_create(target):
+        """Write the database and uploads to TARGET (a tar file)."""
+        from core.backup import BackupError, create_backup
+
+        try:
+            manifest = create_backup(app, target)
+        except BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+        rows = "，".join(f"{table} {count}" for table, count in manifest["rows"].items())
+        click.echo(f"已备份到 {target}（结构版本 {manifest['schema_revision']}；{rows}）。")
+
+    @backup_group.command("restore")
+    @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @click.option("--yes", is_flag=True, help="Confirm: the configured database and uploads are replaced.")
+    def backup_restore(source, yes):
+        """Replace the configured database and uploads with SOURCE's."""
+        from core.backup import BackupError, restore_backup
+
+        if not yes:
+            raise click.ClickException("恢复会覆盖当前数据库和上传文件；确认请加 --yes")
+        try:
+            manifest = restore_backup(app, source)
+        except BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"已从 {source} 恢复（备份于 {manifest['created_at']}，结构版本 {manifest['schema_revision']}）。"
+                   "请运行 flask --app wsgi db upgrade、audit verify、reports reconcile 和 search rebuild。")
+
+    app.cli.add_command(backup_group)
 
     targets_group = AppGroup("targets", help="Villages' yearly sales targets (CSV as on the 销售目标 page).")
 

@@ -158,3 +158,9 @@ def _without_password(uri: str) -> str:
         return make_url(uri).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparseable URL is shown by its scheme only
         return uri.split(":", 1)[0] + ":…"
+
+
+def upload_root(app) -> "Path":
+    """Where uploaded files live (``UPLOAD_DIR``, default ``instance/uploads``): photos, evidence."""
+    configured = app.config.get("UPLOAD_DIR") or os.environ.get("UPLOAD_DIR")
+    return Path(configured) if configured else Path(app.instance_path) / "uploads"
