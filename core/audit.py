@@ -133,3 +133,74 @@ def verify_chain(batch_size: int = 5000) -> ChainReport:
             checked += 1
             last_id = event.id
         db.session.expunge_all()
+
+
+# ---------------------------------------------------------------- signed checkpoints
+#
+# The chain proves that no row was changed *unless the whole chain after it was recomputed*,
+# which whoever owns the database can do. A checkpoint closes that gap: the chain's head (last
+# id, its hash, how many events) signed with an Ed25519 key that lives outside the database,
+# published or filed elsewhere. ``verify_checkpoint`` then proves the database still holds that
+# exact history up to the checkpoint; a rewritten chain has other hashes and fails.
+
+CHECKPOINT_VERSION = 1
+
+
+def checkpoint_payload(last_id: int, last_hash: str, count: int, at: str) -> bytes:
+    """The exact bytes a checkpoint signs (canonical JSON)."""
+    return json.dumps({"v": CHECKPOINT_VERSION, "last_id": last_id, "last_hash": last_hash, "count": count,
+                       "at": at}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def make_checkpoint(private_key_pem: bytes) -> dict:
+    """Sign the chain's current head; return the checkpoint (to be written to a file kept elsewhere)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    head = db.session.execute(sa.select(AuditEvent.id, AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)).first()
+    last_id, last_hash = (head.id, head.hash) if head else (0, GENESIS_HASH)
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.id <= last_id))
+    at = utcnow().isoformat()
+    signature = key.sign(checkpoint_payload(last_id, last_hash, count, at))
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"v": CHECKPOINT_VERSION, "last_id": last_id, "last_hash": last_hash, "count": count, "at": at,
+            "signature": signature.hex(), "key_id": hashlib.sha256(public).hexdigest()[:16]}
+
+
+def verify_checkpoint(checkpoint: dict, public_key_pem: bytes) -> str | None:
+    """None when the database still holds the checkpointed history; else why not (Chinese).
+
+    The signature must verify under ``public_key_pem`` (kept outside the database), and the
+    event at the checkpoint's id must have its hash, with as many events up to it.
+    """
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        payload = checkpoint_payload(int(checkpoint["last_id"]), str(checkpoint["last_hash"]),
+                                     int(checkpoint["count"]), str(checkpoint["at"]))
+        serialization.load_pem_public_key(public_key_pem).verify(bytes.fromhex(checkpoint["signature"]), payload)
+    except (InvalidSignature, KeyError, ValueError, TypeError):
+        return "检查点签名无效（不是用该公钥签发的，或检查点文件被改动）"
+    last_id = int(checkpoint["last_id"])
+    if last_id == 0:
+        return None
+    held = db.session.scalar(sa.select(AuditEvent.hash).where(AuditEvent.id == last_id))
+    if held != checkpoint["last_hash"]:
+        return f"记录 #{last_id} 的哈希与 {checkpoint['at']} 的检查点不符：该时间点之前的审计记录被改写"
+    count = db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent).where(AuditEvent.id <= last_id))
+    if count != int(checkpoint["count"]):
+        return f"截至记录 #{last_id} 应有 {checkpoint['count']} 条，现有 {count} 条：审计记录被删除或插入"
+    return None
+
+
+def new_signing_key() -> tuple[bytes, bytes]:
+    """A fresh Ed25519 key pair as (private PEM, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public

@@ -61,16 +61,66 @@ def register(app: Flask) -> None:
     audit_group = AppGroup("audit", help="Check the audit trail.")
 
     @audit_group.command("verify")
-    def audit_verify():
-        """Verify the audit hash chain and report the first broken link."""
-        from core.audit import verify_chain
+    @click.option("--checkpoint", "checkpoint_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="A signed checkpoint (audit checkpoint): the history up to it must be unchanged.")
+    @click.option("--public-key", "public_key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  envvar="AUDIT_PUBLIC_KEY_FILE", help="The checkpoint key's public half (PEM).")
+    def audit_verify(checkpoint_file, public_key_file):
+        """Verify the audit hash chain (and a signed checkpoint); report the first broken link."""
+        import json
+
+        from core.audit import verify_chain, verify_checkpoint
 
         report = verify_chain()
-        if report.ok:
-            click.echo(f"审计链完整：已校验 {report.checked} 条记录。")
+        if not report.ok:
+            click.echo(f"审计链在记录 #{report.broken_at} 处断裂：{report.reason}（此前 {report.checked} 条完好）。",
+                       err=True)
+            raise SystemExit(1)
+        if checkpoint_file:
+            if public_key_file is None:
+                raise click.ClickException("校验检查点需要公钥：--public-key 或 AUDIT_PUBLIC_KEY_FILE")
+            try:
+                checkpoint = json.loads(checkpoint_file.read_text())
+            except ValueError:
+                raise click.ClickException("检查点文件不是有效的 JSON") from None
+            problem = verify_checkpoint(checkpoint, public_key_file.read_bytes())
+            if problem:
+                click.echo(f"审计链与检查点不符：{problem}。", err=True)
+                raise SystemExit(1)
+            click.echo(f"审计链完整：已校验 {report.checked} 条记录，与 {checkpoint['at']} 的签名检查点"
+                       f"（截至记录 #{checkpoint['last_id']}）一致。")
             return
-        click.echo(f"审计链在记录 #{report.broken_at} 处断裂：{report.reason}（此前 {report.checked} 条完好）。", err=True)
-        raise SystemExit(1)
+        click.echo(f"审计链完整：已校验 {report.checked} 条记录。")
+
+    @audit_group.command("checkpoint")
+    @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  envvar="AUDIT_SIGNING_KEY_FILE", required=True, help="Ed25519 private key (PEM), kept outside the database.")
+    @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+    def audit_checkpoint(key_file, out_file):
+        """Sign the chain's current head into OUT (file it away from the database server)."""
+        import json
+
+        from core.audit import make_checkpoint
+
+        checkpoint = make_checkpoint(key_file.read_bytes())
+        out_file.write_text(json.dumps(checkpoint, indent=2))
+        click.echo(f"已签发检查点：截至记录 #{checkpoint['last_id']}，共 {checkpoint['count']} 条 → {out_file}")
+
+    @audit_group.command("keygen")
+    @click.option("--private", "private_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+    @click.option("--public", "public_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+    def audit_keygen(private_file, public_file):
+        """Make an Ed25519 key pair for checkpoints (the private file is written owner-only)."""
+        import os
+
+        from core.audit import new_signing_key
+
+        private, public = new_signing_key()
+        descriptor = os.open(private_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(private)
+        public_file.write_bytes(public)
+        click.echo(f"已生成签名密钥：私钥 {private_file}（请保存在数据库服务器之外），公钥 {public_file}")
 
     app.cli.add_command(audit_group)
 
