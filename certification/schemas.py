@@ -6,7 +6,7 @@ from certification import status as derived
 from certification.gate import is_sellable
 from certification.models import CATEGORY_LABELS, EVIDENCE_TYPE_LABELS, CertificationStatus
 from core.identifiers import gtin14, is_valid_gtin
-from core.schemas import ROW_ID
+from core.schemas import ROW_ID, LabelledChoice
 from core.timeutil import isoformat
 from core.village_registry import COUNTIES
 
@@ -75,7 +75,7 @@ class ProductInputSchema(Schema):
         unknown = EXCLUDE  # read-only fields such as "status" are ignored, never applied
 
     name = _text(1, 120, required=True)
-    category = fields.String(required=True, validate=validate.OneOf(tuple(CATEGORY_LABELS), error="未知的品类"),
+    category = LabelledChoice(CATEGORY_LABELS, error="未知的品类", required=True,
                              error_messages={"invalid": "必须是文本", **REQUIRED})
     description = _text(0, 5000, load_default="")
     unit = _text(1, 20, required=True)
@@ -128,7 +128,7 @@ class EvidenceInputSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    type = fields.String(required=True, validate=validate.OneOf(tuple(EVIDENCE_TYPE_LABELS), error="未知的证明类型"),
+    type = LabelledChoice(EVIDENCE_TYPE_LABELS, error="未知的证明类型", required=True,
                          error_messages={"invalid": "必须是文本", **REQUIRED})
     number = _text(1, 60, required=True)
     issuer = _text(1, 120, required=True)
@@ -205,7 +205,7 @@ class ProductQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE  # page/per_page are read by core.http.page_params
 
-    category = fields.String(validate=validate.OneOf(tuple(CATEGORY_LABELS), error="未知的品类"))
+    category = LabelledChoice(CATEGORY_LABELS, error="未知的品类")
     county = fields.String(validate=validate.OneOf(COUNTIES, error="未知的县市"))
     village_id = fields.Integer(validate=ROW_ID, error_messages={"invalid": "必须是整数"})
 

@@ -170,6 +170,31 @@ class UserCreateSchema(RegisterSchema):
     is_approver = StrictBoolean(load_default=False, error_messages={"invalid": "须为 true 或 false"})
 
 
+class LabelledChoice(fields.String):
+    """A code from a {code: 中文标签} table; the Chinese label is accepted too and loads as its code.
+
+    Clients see codes ("tea") in responses but people type labels ("茶叶"); both name one value.
+    The table is passed in so core stays free of domain vocabularies.
+    """
+
+    def __init__(self, labels: dict[str, str], *, error: str, **kwargs):
+        self.labels = dict(labels)
+        self._by_label = {label: code for code, label in self.labels.items()}
+        choices = "、".join(f"{code}（{label}）" for code, label in self.labels.items())
+        self.choice_error = f"{error}，可选：{choices}"
+        kwargs.setdefault("metadata", {})
+        kwargs["metadata"] = {"enum": list(self.labels), **kwargs["metadata"]}
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if text in self.labels:
+            return text
+        if text in self._by_label:
+            return self._by_label[text]
+        raise ValidationError(self.choice_error)
+
+
 class ShareString(fields.Field):
     """A ratio given as a decimal string between "0" and "1" with at most 4 places."""
 

@@ -2,8 +2,9 @@
 from marshmallow import EXCLUDE, Schema, fields, post_load, validate
 
 from certification.models import CATEGORY_LABELS
+from core.schemas import LabelledChoice
 from core.village_registry import COUNTIES, ZONE_LABELS
-from shop.models import CHANNELS
+from shop.models import CHANNEL_LABELS
 from shop.reports.services import DEFAULT_SORT, SORTS, ReportFilters, default_year
 
 YEAR = validate.Range(min=2000, max=2100, error="年份须在 2000 到 2100 之间")
@@ -26,12 +27,9 @@ class ReportQuerySchema(Schema):
     county = fields.String(load_default=None, allow_none=True,
                            validate=validate.OneOf(COUNTIES, error="未知的县市"))
     township = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=40))
-    zone = fields.String(load_default=None, allow_none=True,
-                         validate=validate.OneOf(tuple(ZONE_LABELS), error="未知的分区"))
-    channel = fields.String(load_default=None, allow_none=True,
-                            validate=validate.OneOf(CHANNELS, error="未知的销售渠道"))
-    category = fields.String(load_default=None, allow_none=True,
-                             validate=validate.OneOf(tuple(CATEGORY_LABELS), error="未知的品类"))
+    zone = LabelledChoice(ZONE_LABELS, error="未知的分区", load_default=None, allow_none=True)
+    channel = LabelledChoice(CHANNEL_LABELS, error="未知的销售渠道", load_default=None, allow_none=True)
+    category = LabelledChoice(CATEGORY_LABELS, error="未知的品类", load_default=None, allow_none=True)
     sort = fields.String(load_default=DEFAULT_SORT, validate=validate.OneOf(SORTS, error="未知的排序方式"))
     format = fields.String(load_default="json", validate=validate.OneOf(FORMATS, error="格式须为 json、csv 或 xlsx"))
 

@@ -261,6 +261,25 @@ def test_list_filters_by_category_county_and_village(client, make):
     assert ids("category=&county=&village_id=") == {tea.id, kiwi.id}
 
 
+def test_category_may_be_given_as_its_chinese_label_and_is_stored_as_the_code(client, make):
+    response = client.post("/api/v1/products", headers=make.headers(member(make)),
+                           json=_payload(make, category="猕猴桃"))
+    assert response.status_code == 201, response.json
+    assert response.json["category"] == "kiwifruit"
+    kiwi = certified_product(make, category="kiwifruit", name="十八洞猕猴桃")
+    listed = client.get("/api/v1/products?category=猕猴桃").json["items"]
+    assert [item["id"] for item in listed] == [kiwi.id]
+
+
+def test_an_unknown_category_error_names_the_codes_and_labels(client, make):
+    response = client.post("/api/v1/products", headers=make.headers(member(make)),
+                           json=_payload(make, category="钻石"))
+    assert response.status_code == 422
+    message = response.json["error"]["fields"]["category"][0]
+    assert "tea（茶叶）" in message and "kiwifruit（猕猴桃）" in message
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(Product)) == 0
+
+
 @pytest.mark.parametrize("query", ["category=gold", "county=长沙县", "village_id=abc", "per_page=501", "page=0"])
 def test_bad_list_parameters_are_422(client, query):
     assert client.get(f"/api/v1/products?{query}").status_code == 422

@@ -9,6 +9,7 @@ from openpyxl import load_workbook
 
 from core.models import Role
 from core.timeutil import shanghai_today
+from core.village_registry import ZONE_LABELS
 from shop.reports.exports import HEADERS
 from shop.reports.schemas import VillageSalesItemSchema
 
@@ -69,6 +70,17 @@ def test_filters_and_sort_over_http(client, make, scenario):
     assert {item["township"] for item in township["items"]} == {s.villages["A"].township}
     blank = _get(client, make, f"/api/v1/reports/village-sales?year=&county=&zone=&channel=").get_json()
     assert blank["total"] == 1110 and blank["year"] == shanghai_today().year
+
+
+def test_chinese_labels_filter_like_their_codes(client, make, scenario):
+    s = scenario
+    zone = s.villages["D"].zone
+    by_code = _get(client, make, f"/api/v1/reports/village-sales?year={s.R}&zone={zone}&channel=canteen"
+                                 f"&category=rice").get_json()
+    label = ZONE_LABELS[zone]
+    by_label = _get(client, make, f"/api/v1/reports/village-sales?year={s.R}&zone={label}&channel=机关食堂"
+                                  f"&category=优质稻米").get_json()
+    assert by_label == by_code and by_code["totals"]["sales_fen"] > 0
 
 
 @pytest.mark.parametrize("query,field", [
