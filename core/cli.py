@@ -69,8 +69,9 @@ def register(app: Flask) -> None:
         """Verify the audit hash chain (and a signed checkpoint); report the first broken link."""
         import json
 
-        from core.audit import verify_chain, verify_checkpoint
+        from core.audit import seal_pending, verify_chain, verify_checkpoint
 
+        seal_pending()  # what committed but was not linked yet (a process died first) is checked too
         report = verify_chain()
         if not report.ok:
             click.echo(f"审计链在记录 #{report.broken_at} 处断裂：{report.reason}（此前 {report.checked} 条完好）。",
@@ -88,9 +89,16 @@ def register(app: Flask) -> None:
                 click.echo(f"审计链与检查点不符：{problem}。", err=True)
                 raise SystemExit(1)
             click.echo(f"审计链完整：已校验 {report.checked} 条记录，与 {checkpoint['at']} 的签名检查点"
-                       f"（截至记录 #{checkpoint['last_id']}）一致。")
+                       f"（截至第 {checkpoint['last_seq']} 条）一致。")
             return
         click.echo(f"审计链完整：已校验 {report.checked} 条记录。")
+
+    @audit_group.command("seal")
+    def audit_seal():
+        """Link committed events that are not in the chain yet (normally done right after each commit)."""
+        from core.audit import seal_pending
+
+        click.echo(f"已封存 {seal_pending()} 条审计记录。")
 
     @audit_group.command("checkpoint")
     @click.option("--key", "key_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -104,7 +112,7 @@ def register(app: Flask) -> None:
 
         checkpoint = make_checkpoint(key_file.read_bytes())
         out_file.write_text(json.dumps(checkpoint, indent=2))
-        click.echo(f"已签发检查点：截至记录 #{checkpoint['last_id']}，共 {checkpoint['count']} 条 → {out_file}")
+        click.echo(f"已签发检查点：截至第 {checkpoint['last_seq']} 条，共 {checkpoint['count']} 条 → {out_file}")
 
     @audit_group.command("keygen")
     @click.option("--private", "private_file", type=click.Path(dir_okay=False, path_type=Path), required=True)

@@ -5,8 +5,8 @@ The only module of the shop that commits. Every status change goes through
 lock) happen after commit.
 
 Lock order, so concurrent use cases never deadlock on PostgreSQL: an order row first (when
-the use case has one), then batch rows in id order, then the audit chain's advisory lock
-(``record_event`` is always the last thing a transaction does before commit).
+the use case has one), then batch rows in id order. (``record_event`` takes no lock: events are
+sealed into the audit chain after commit, see ``core.audit``.)
 """
 import hashlib
 import json

@@ -38,6 +38,9 @@ def app():
             # The offline simulated checkout, as the demo runs it (tests/shop/test_sandbox_checkout.py
             # covers it switched off).
             "SANDBOX_PAYMENTS": True,
+            # Seal each audited commit before the test reads the chain (tests/core/test_audit.py
+            # covers the background sealer production uses on PostgreSQL).
+            "AUDIT_SEAL_MODE": "inline",
         })
         with app.app_context():
             _reset_schema()

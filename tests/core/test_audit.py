@@ -1,8 +1,13 @@
 """The audit trail is append-only in use and tamper-evident in storage."""
+import threading
+import time
+
 import sqlalchemy as sa
 
-from core.audit import AuditEvent, record_event, verify_chain
+from core.audit import GENESIS_HASH, AuditEvent, record_event, seal_pending, verify_chain
 from core.extensions import db
+from core.timeutil import utcnow
+from tests.concurrency import run_parallel, skip_unless_postgres
 
 
 def _append(n, actor=None):
@@ -60,3 +65,96 @@ def test_replay_clock_moves_every_reader_of_the_time_and_restores_the_real_one()
         assert abs(utcnow() - moment) < timedelta(seconds=5)
         assert shanghai_today().isoformat() == "2025-03-01"
     assert abs(utcnow() - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+# ---------------------------------------------------------------- sealing after commit (issue #13)
+
+def test_an_event_is_sealed_only_after_its_transaction_commits():
+    event = record_event(subject_type="thing", subject_id=1, action="touch")
+    db.session.flush()
+    assert event.seq is None and event.hash is None  # no chain lock inside the business transaction
+    db.session.commit()
+    db.session.refresh(event)
+    assert event.seq == 1 and event.prev_hash == GENESIS_HASH and event.hash == event.content_digest()
+
+
+def test_a_rolled_back_event_never_enters_the_chain():
+    record_event(subject_type="thing", subject_id=1, action="touch")
+    db.session.rollback()
+    _append(2)
+    assert db.session.scalar(sa.select(sa.func.count()).select_from(AuditEvent)) == 2
+    assert verify_chain().checked == 2
+
+
+def test_events_left_unsealed_are_reported_then_sealed_by_audit_verify(runner):
+    _append(2)
+    # What a process that died between its commit and the seal leaves behind.
+    db.session.execute(sa.insert(AuditEvent.__table__).values(
+        at=utcnow(), subject_type="thing", subject_id=9, action="touch", comment="", data="{}"))
+    db.session.commit()
+    report = verify_chain()
+    assert report.ok and report.checked == 2 and report.unsealed == 1
+    result = runner.invoke(args=["audit", "verify"])
+    assert result.exit_code == 0 and "已校验 3 条" in result.output, result.output
+    assert verify_chain().unsealed == 0
+
+
+def test_the_background_sealer_links_commits_soon_after(app):
+    app.config["AUDIT_SEAL_MODE"] = "background"
+    try:
+        for i in range(5):
+            record_event(subject_type="thing", subject_id=i, action="touch")
+            db.session.commit()
+        deadline = time.monotonic() + 10
+        while verify_chain().unsealed and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        app.config["AUDIT_SEAL_MODE"] = "inline"
+    report = verify_chain()
+    assert report.ok and report.checked == 5 and report.unsealed == 0
+
+
+def test_audited_transactions_do_not_wait_for_each_other(app):
+    """The old chain lock made every audited transaction wait for any other one still open; now
+    a transaction holding its event uncommitted does not delay another's commit."""
+    skip_unless_postgres()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def slow():
+        record_event(subject_type="order", subject_id=1, action="placed")
+        db.session.flush()
+        holding.set()
+        release.wait(10)
+        db.session.commit()
+        return "slow"
+
+    def quick():
+        holding.wait(10)
+        began = time.monotonic()
+        record_event(subject_type="order", subject_id=2, action="placed")
+        db.session.commit()
+        waited = time.monotonic() - began
+        release.set()
+        return waited
+
+    slow_result, waited = run_parallel(app, [slow, quick])
+    assert slow_result == "slow"
+    assert waited < 5, f"the second transaction waited {waited:.1f} s for the first"
+    report = verify_chain()
+    assert report.ok and report.checked == 2
+    # Sealed in commit order: the quick one first.
+    assert [e.subject_id for e in db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq))] == [2, 1]
+
+
+def test_parallel_sealers_never_give_two_events_one_place(app):
+    skip_unless_postgres()
+    _append(3)
+    db.session.execute(sa.insert(AuditEvent.__table__), [
+        {"at": utcnow(), "subject_type": "thing", "subject_id": i, "action": "touch", "comment": "", "data": "{}"}
+        for i in range(200)])
+    db.session.commit()
+    results = run_parallel(app, [seal_pending] * 4)
+    assert sum(results) == 200
+    report = verify_chain()
+    assert report.ok and report.checked == 203 and report.unsealed == 0
