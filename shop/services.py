@@ -195,7 +195,8 @@ def place_order(buyer: User, data: dict, idempotency_key: str | None = None) -> 
         sa.select(Product).where(Product.id.in_(list(wanted)))
         # Only what pricing and the brand gate read: this runs on every order.
         .options(orm.lazyload("*"), orm.joinedload(Product.certificate).lazyload("*"),
-                 orm.selectinload(Product.bulk_tiers)))}
+                 # Tier prices are for canteens only: a consumer's order skips that query.
+                 orm.selectinload(Product.bulk_tiers) if canteen else orm.lazyload(Product.bulk_tiers)))}
 
     def line_errors(pids, message) -> dict:
         """Field errors for these products, keyed by the line index they first appeared at."""
