@@ -213,7 +213,8 @@ _background = _BackgroundSealer()
 
 def seal_mode(app, engine: sa.Engine) -> str:
     """``inline`` or ``background`` (see the module docstring)."""
-    return app.config.get("AUDIT_SEAL_MODE") or ("background" if engine.dialect.name == "postgresql" else "inline")
+    mode = app.config.get("AUDIT_SEAL_MODE") or os.environ.get("AUDIT_SEAL_MODE")
+    return mode or ("background" if engine.dialect.name == "postgresql" else "inline")
 
 
 def _seal_after_commit(session: orm.Session) -> None:
@@ -230,7 +231,8 @@ def _seal_after_commit(session: orm.Session) -> None:
         except Exception:  # the business transaction is committed; sealing is retried later
             log.exception("audit events not sealed after commit; the next seal links them")
     else:
-        _background.request(engine, app.config.get("AUDIT_SEAL_DELAY_MS", 20) / 1000)
+        delay_ms = app.config.get("AUDIT_SEAL_DELAY_MS") or os.environ.get("AUDIT_SEAL_DELAY_MS") or 20
+        _background.request(engine, float(delay_ms) / 1000)
 
 
 def _forget_after_rollback(session: orm.Session) -> None:
