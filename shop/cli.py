@@ -46,3 +46,18 @@ def issue_settlements_command(period, cooperative_id):
                    f"销售 {format_yuan(statement.gross_fen)}，退款 {format_yuan(statement.refunds_fen)}，"
                    f"应结 {format_yuan(statement.net_fen)}")
     click.echo(f"{settlements.period_label(period.strip())}：出具 {len(issued)} 份结算单。")
+
+
+payments_group = AppGroup("payments", help="Payments housekeeping: refunds left pending by a crash.")
+
+
+@payments_group.command("resume-refunds")
+@click.option("--older-than", "older_than", type=click.IntRange(0, 10_000), default=None,
+              help="Minutes a pending refund must have waited (default: RESUME_REFUNDS_AFTER_MINUTES, 10).")
+def resume_refunds_command(older_than):
+    """Retry pending refund intents (each with its own idempotency key: money moves at most once)."""
+    older_than = services.RESUME_REFUNDS_AFTER_MINUTES if older_than is None else older_than
+    outcome = services.resume_pending_refunds(older_than)
+    click.echo(f"已完成 {outcome['succeeded']} 笔待处理退款，{outcome['failed']} 笔被支付服务拒绝（已释放预留金额）。")
+    if outcome["failed"]:
+        raise SystemExit(1)

@@ -61,6 +61,9 @@ class FakeStripe:
         self.requests: list[dict] = []
         self.session_status = "open"
         self.fail_with: int | None = None
+        #: Set to an Event to hold refund requests until it is set (``refund_entered`` tells when one waits).
+        self.hold_refunds: threading.Event | None = None
+        self.refund_entered = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,6 +103,9 @@ class FakeStripe:
                     return self._answer(200, {"id": self.path.split("/")[4], "object": "checkout.session",
                                               "status": fake.session_status})
                 if self.path == "/v1/refunds" and self.command == "POST":
+                    if fake.hold_refunds is not None:
+                        fake.refund_entered.set()
+                        fake.hold_refunds.wait(60)
                     return self._answer(200, {"id": "re_" + secrets.token_hex(10), "object": "refund",
                                               "amount": int(form["amount"]), "status": "succeeded",
                                               "payment_intent": form["payment_intent"]})
