@@ -803,6 +803,8 @@ def carry_out_refund(intent_id: int) -> Order:
     it twice for one intent (a resumed crash, a slow request) moves the money once: Stripe
     answers a repeated idempotency key with the first refund, and only a pending intent finishes.
 
+    :raise RefundInProgress: Stripe is still handling this intent's key for another worker (409;
+        the intent stays pending).
     :raise PaymentProviderError: Stripe refused or could not be reached; the intent is failed and
         its reservation released (nothing changed for the reports).
     """
@@ -820,6 +822,8 @@ def carry_out_refund(intent_id: int) -> Order:
     if call is not None:
         try:
             provider_refund_id = payments.refund_payment(call.pop("payment_intent_id"), call.pop("amount_fen"), **call)
+        except payments.RefundInProgress:
+            raise  # the other worker finishes it; the intent stays pending (resumed later if it dies)
         except payments.PaymentProviderError as exc:
             _fail_refund(intent_id, exc.message)
             raise
@@ -917,10 +921,13 @@ def resume_pending_refunds(older_than_minutes: int = RESUME_REFUNDS_AFTER_MINUTE
     ids = list(db.session.scalars(sa.select(RefundIntent.id).where(
         RefundIntent.status == "pending", RefundIntent.created_at < cutoff).order_by(RefundIntent.id)))
     db.session.commit()
-    outcome = {"succeeded": 0, "failed": 0}
+    outcome = {"succeeded": 0, "failed": 0, "in_progress": 0}
     for intent_id in ids:
         try:
             carry_out_refund(intent_id)
+        except payments.RefundInProgress:
+            outcome["in_progress"] += 1
+            continue
         except payments.PaymentProviderError:
             outcome["failed"] += 1
             continue

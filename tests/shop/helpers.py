@@ -61,6 +61,7 @@ class FakeStripe:
         self.requests: list[dict] = []
         self.session_status = "open"
         self.fail_with: int | None = None
+        self.fail_type = "api_error"
         #: Set to an Event to hold refund requests until it is set (``refund_entered`` tells when one waits).
         self.hold_refunds: threading.Event | None = None
         self.refund_entered = threading.Event()
@@ -86,7 +87,7 @@ class FakeStripe:
                 fake.requests.append({"method": self.command, "path": self.path, "form": form,
                                       "headers": dict(self.headers)})
                 if fake.fail_with:
-                    return self._answer(fake.fail_with, {"error": {"type": "api_error", "message": "boom"}})
+                    return self._answer(fake.fail_with, {"error": {"type": fake.fail_type, "message": "boom"}})
                 if self.path == "/v1/checkout/sessions" and self.command == "POST":
                     session_id = "cs_test_" + secrets.token_hex(12)
                     return self._answer(200, {"id": session_id, "object": "checkout.session",

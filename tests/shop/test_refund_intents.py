@@ -160,6 +160,21 @@ def test_a_resumed_refund_stripe_refuses_is_failed_and_released(runner, make, fa
     assert (row.refunded_fen, row.refund_reserved_fen) == (0, 0) and _sales(tea) == 20_000
 
 
+def test_a_refund_stripe_is_still_working_on_stays_pending(client, runner, make, fake_stripe, stripe_order):
+    """Another worker holds the intent's key at Stripe (409, idempotency_error): nothing is decided here."""
+    order, tea = stripe_order
+    with transaction():
+        services.reserve_refund(services.lock_order(order["id"]), 4_000, "破损", make.user(Role.FINANCE))
+    fake_stripe.fail_with, fake_stripe.fail_type = 409, "idempotency_error"
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 0 and "1 笔仍在支付服务处理中" in result.output, result.output
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "pending" and _order(order["id"]).refund_reserved_fen == 4_000
+    fake_stripe.fail_with = None
+    assert "已完成 1 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+    assert _sales(tea) == 16_000
+
+
 def test_a_sandbox_or_bank_transfer_refund_needs_no_stripe_and_finishes_at_once(client, make, fake_stripe):
     tea = certified_product(make, price_fen=10_000)
     order = paid_order(make.user(), [(batch(tea, quantity=10), 3)], paid_at=utcnow())
