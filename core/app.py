@@ -159,8 +159,11 @@ def register_commands(app: Flask) -> None:
     """Attach the ``setup``, ``demo``, ``users`` and ``audit`` commands."""
     from core.cli import register
     from search.cli import search_group
+    from shop.cli import payments_group, settlements_group
     from shop.reports.cli import reports_group
 
     register(app)
     app.cli.add_command(search_group)
     app.cli.add_command(reports_group)
+    app.cli.add_command(settlements_group)
+    app.cli.add_command(payments_group)

@@ -61,6 +61,13 @@ def shanghai_year_bounds(year: int) -> tuple[datetime, datetime]:
     return start, end
 
 
+def shanghai_month_bounds(year: int, month: int) -> tuple[datetime, datetime]:
+    """Return the UTC instants [start, end) of a Shanghai calendar month (settlement periods)."""
+    start = datetime(year, month, 1, tzinfo=SHANGHAI)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=SHANGHAI)
+    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+
 def isoformat(moment: datetime | None) -> str | None:
     """Format a moment as ISO 8601 with the Asia/Shanghai offset for API output."""
     return to_shanghai(moment).isoformat() if moment else None

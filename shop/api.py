@@ -7,10 +7,11 @@ from core.http import file_download, json_body, list_envelope, page_params
 from core.identifiers import whole_number
 from core.timeutil import isoformat
 from core.models import Role
-from shop import approval, documents, inspection, ratings, services
+from shop import approval, documents, inspection, ratings, services, settlements
 from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, DecisionSchema, InspectionSchema,
                           OrderCreateSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
-                          RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema, ShipSchema,
+                          RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema,
+                          SettlementIssueSchema, SettlementPaySchema, SettlementQuerySchema, ShipSchema,
                           TransferConfirmSchema, dump_order)
 
 bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
@@ -217,3 +218,47 @@ def _scope_arg() -> int:
     if not value:
         raise ValidationFailed(fields={"cooperative_id": ["必须是正整数"]})
     return value
+
+
+# ---------------------------------------------------------------- settlement (结算)
+
+@bp.get("/settlements")
+@require_roles(*settlements.READ_ROLES)
+def list_settlements():
+    """Statements the caller may see (a cooperative: its own), newest period first."""
+    filters = SettlementQuerySchema().load(request.args.to_dict())
+    page = page_params()
+    statements, total = settlements.list_statements(current_user(), **filters, offset=page.offset, limit=page.size)
+    return jsonify(list_envelope([settlements.dump_statement(s) for s in statements], total, page))
+
+
+@bp.post("/settlements")
+@require_roles(*settlements.SETTLEMENT_MANAGERS)
+def issue_settlements():
+    """Issue a period's statements (201 with those issued; 200 and none when nothing is left to settle)."""
+    data = SettlementIssueSchema().load(json_body())
+    issued = settlements.issue_statements(current_user(), data["period"], data["cooperative_id"])
+    return jsonify({"items": [settlements.dump_statement(s) for s in issued]}), 201 if issued else 200
+
+
+@bp.get("/settlements/<int:statement_id>")
+@require_roles(*settlements.READ_ROLES)
+def get_settlement(statement_id: int):
+    """One statement with its frozen lines (404 for another cooperative's)."""
+    return jsonify(settlements.dump_statement(settlements.get_statement(current_user(), statement_id), lines=True))
+
+
+@bp.post("/settlements/<int:statement_id>/pay")
+@require_roles(*settlements.SETTLEMENT_MANAGERS)
+def pay_settlement(statement_id: int):
+    """Record the bank transfer that paid a statement (once; again: 409)."""
+    data = SettlementPaySchema().load(json_body())
+    return jsonify(settlements.dump_statement(settlements.pay_statement(current_user(), statement_id, data)))
+
+
+@bp.get("/settlements/<int:statement_id>/statement.<any(csv, xlsx):extension>")
+@require_roles(*settlements.READ_ROLES)
+def download_settlement(statement_id: int, extension: str):
+    """The statement as CSV or XLSX, with the SHA-256 of its frozen content in ``X-Content-SHA256``."""
+    statement = settlements.get_statement(current_user(), statement_id)
+    return file_download(*settlements.statement_file(statement, extension), statement.content_sha256)

@@ -22,7 +22,7 @@ from core.models import Role, User
 from core.money import format_yuan
 from core.timeutil import utcnow
 from shop import services
-from shop.models import InspectionLine, Order, OrderInspection, RefundRequest
+from shop.models import InspectionLine, Order, OrderInspection, RefundIntent, RefundRequest
 from shop.states import OrderStatus
 
 #: Where inspection photos are stored (``certification.uploads``).
@@ -210,6 +210,10 @@ def decide_refund_request(user: User, request_id: int, data: dict) -> RefundRequ
         db.session.refresh(request)
         if request.status != "open":
             raise Conflict(f"该退款申请{request.status_label}，不能重复处理", code="refund_request_decided")
+        in_flight = db.session.scalar(sa.select(RefundIntent.id).where(
+            RefundIntent.refund_request_id == request.id, RefundIntent.status == "pending"))
+        if in_flight is not None:
+            raise Conflict("该退款申请正在退款处理中，请稍后刷新查看结果", code="refund_in_progress")
         request.decided_by_id = user.id
         request.decided_at = utcnow()
         request.decision_comment = comment or None
@@ -226,12 +230,12 @@ def decide_refund_request(user: User, request_id: int, data: dict) -> RefundRequ
         if amount <= 0:
             raise Conflict("申请退款的商品已全部退款，无可退金额", code="nothing_to_refund")
         services.check_refundable(order, amount)
-        refund = services.apply_refund(order, amount, request.reason, user, services.line_refund_parts(order, wanted))
-        db.session.flush()
-        request.status = "refunded"
-        request.amount_fen = amount
-        request.refund_id = refund.id
-    return request
+        # Reserved and committed here; the money moves below, outside this transaction (no lock
+        # held while Stripe answers), and the request is marked refunded when the refund finishes.
+        intent = services.reserve_refund(order, amount, request.reason, user, line_amounts=wanted,
+                                         refund_request_id=request.id)
+    services.carry_out_refund(intent.id)
+    return db.session.get(RefundRequest, request_id, populate_existing=True)
 
 
 def photo_path(user: User, order_id: int):

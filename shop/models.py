@@ -47,6 +47,8 @@ class Order(db.Model):
         sa.CheckConstraint(_in("payment_method", PAYMENT_METHODS), name="payment_method_known"),
         sa.CheckConstraint("total_fen > 0", name="total_positive"),
         sa.CheckConstraint("refunded_fen >= 0 AND refunded_fen <= total_fen", name="refund_in_range"),
+        sa.CheckConstraint("refund_reserved_fen >= 0 AND refunded_fen + refund_reserved_fen <= total_fen",
+                           name="refund_reserved_in_range"),
         sa.CheckConstraint("approval_status IS NULL OR " + _in("approval_status", APPROVAL_STATUSES),
                            name="approval_status_known"),
         sa.UniqueConstraint("buyer_id", "idempotency_key", name="uq_orders_buyer_idempotency_key"),
@@ -70,6 +72,9 @@ class Order(db.Model):
     currency = db.Column(db.String(3), nullable=False, default="cny")
     total_fen = db.Column(db.BigInteger, nullable=False)
     refunded_fen = db.Column(db.BigInteger, nullable=False, default=0)
+    #: Refunds asked of the payment provider and not finished yet (``RefundIntent`` pending):
+    #: held back so that two refunds in flight can never exceed what was paid.
+    refund_reserved_fen = db.Column(db.BigInteger, nullable=False, default=0, server_default="0")
     shipping_name = db.Column(db.String(50), nullable=False)
     shipping_phone = db.Column(db.String(30), nullable=False)
     shipping_address = db.Column(db.String(300), nullable=False)
@@ -275,6 +280,55 @@ class RefundAllocation(db.Model):
     refund = db.relationship("Refund", back_populates="parts")
 
 
+REFUND_INTENT_STATUSES = ("pending", "succeeded", "failed")
+REFUND_INTENT_LABELS = {"pending": "退款处理中", "succeeded": "退款成功", "failed": "退款失败"}
+
+
+class RefundIntent(db.Model):
+    """A refund asked for, written and committed before the payment provider is called.
+
+    Why: the provider call is slow and may hang; it must not run while the order row is locked.
+    The intent reserves its amount on the order (``Order.refund_reserved_fen``) in a short
+    transaction, the provider is called outside any transaction with ``idempotency_key``, and a
+    second short transaction finishes it (a ``Refund`` applied to the allocations) or marks it
+    failed and releases the reservation. A pending intent left by a crash is retried with the
+    same key (``flask --app wsgi payments resume-refunds``), so the money moves at most once.
+    """
+
+    __tablename__ = "refund_intents"
+    __table_args__ = (
+        sa.CheckConstraint("amount_fen > 0", name="amount_positive"),
+        sa.CheckConstraint(_in("status", REFUND_INTENT_STATUSES), name="status_known"),
+        sa.Index("ix_refund_intents_status_created_at", "status", "created_at"),
+        sa.Index("ix_refund_intents_order_id", "order_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    order_id = db.Column(db.Integer, db.ForeignKey("orders.id", ondelete="CASCADE"), nullable=False)
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+    reason = db.Column(db.Text, nullable=False)
+    actor_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    idempotency_key = db.Column(db.String(255), nullable=False, unique=True)
+    status = db.Column(db.String(12), nullable=False, default="pending")
+    #: JSON {line id: fen} when the refund is for given lines (验货 shortfall); NULL: the whole order.
+    line_amounts = db.Column(db.Text, nullable=True)
+    refund_request_id = db.Column(db.Integer, db.ForeignKey("refund_requests.id", ondelete="SET NULL"),
+                                  nullable=True, index=True)
+    refund_id = db.Column(db.Integer, db.ForeignKey("refunds.id", ondelete="SET NULL"), nullable=True)
+    provider_refund_id = db.Column(db.String(255), nullable=True)
+    failure = db.Column(db.String(500), nullable=True)
+    attempts = db.Column(db.Integer, nullable=False, default=0)
+    created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    finished_at = db.Column(UTCDateTime, nullable=True)
+
+    order = db.relationship("Order")
+    actor = db.relationship("User")
+
+    @property
+    def status_label(self) -> str:
+        return REFUND_INTENT_LABELS[self.status]
+
+
 class PaymentEvent(db.Model):
     """A payment provider event already processed; the unique id makes redelivery a no-op."""
 
@@ -463,3 +517,107 @@ class ProductReview(db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
 
     reviewer = db.relationship("User")
+
+
+#: A settlement statement is issued, then paid (once, with the bank's reference).
+STATEMENT_STATUSES = ("issued", "paid")
+STATEMENT_STATUS_LABELS = {"issued": "已出具，待付款", "paid": "已付款"}
+STATEMENT_LINE_KINDS = ("sale", "refund")
+STATEMENT_LINE_LABELS = {"sale": "销售", "refund": "退款"}
+
+
+class SettlementStatement(db.Model):
+    """结算单: what the platform owes one cooperative for the movements settled in one period.
+
+    Frozen once issued: the totals, the lines and their SHA-256 (``content_sha256``) never change;
+    only the payment fields are filled in later. See ``shop/settlements.py`` for how movements are
+    settled exactly once.
+    """
+
+    __tablename__ = "settlement_statements"
+    __table_args__ = (
+        sa.UniqueConstraint("cooperative_id", "period", name="uq_settlement_statements_cooperative_period"),
+        sa.CheckConstraint(_in("status", STATEMENT_STATUSES), name="status_known"),
+        sa.CheckConstraint("gross_fen >= 0 AND refunds_fen >= 0 AND net_fen = gross_fen - refunds_fen",
+                           name="net_is_gross_minus_refunds"),
+        sa.CheckConstraint("status <> 'paid' OR (paid_at IS NOT NULL AND bank_reference IS NOT NULL)",
+                           name="paid_has_reference"),
+        sa.Index("ix_settlement_statements_period", "period"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    cooperative_id = db.Column(db.Integer, db.ForeignKey("cooperatives.id"), nullable=False)
+    #: The Asia/Shanghai calendar month, ``YYYY-MM``.
+    period = db.Column(db.String(7), nullable=False)
+    #: The first instant after the period (UTC): movements before it were eligible.
+    cutoff_at = db.Column(UTCDateTime, nullable=False)
+    status = db.Column(db.String(12), nullable=False, default="issued")
+    gross_fen = db.Column(db.BigInteger, nullable=False)
+    refunds_fen = db.Column(db.BigInteger, nullable=False)
+    net_fen = db.Column(db.BigInteger, nullable=False)
+    line_count = db.Column(db.Integer, nullable=False)
+    content_sha256 = db.Column(db.String(64), nullable=False)
+    issued_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
+    issued_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    paid_at = db.Column(UTCDateTime, nullable=True)
+    #: The value date of the bank transfer (Asia/Shanghai), as finance reads it on the bank slip.
+    paid_on = db.Column(db.Date, nullable=True)
+    paid_by_id = db.Column(db.Integer, db.ForeignKey("users.id"), nullable=True)
+    bank_reference = db.Column(db.String(120), nullable=True)
+
+    cooperative = db.relationship("Cooperative")
+    issued_by = db.relationship("User", foreign_keys=[issued_by_id])
+    paid_by = db.relationship("User", foreign_keys=[paid_by_id])
+    lines = db.relationship("SettlementLine", back_populates="statement", order_by="SettlementLine.id",
+                            cascade="all, delete-orphan")
+
+    @property
+    def status_label(self) -> str:
+        """Chinese name of the status."""
+        return STATEMENT_STATUS_LABELS[self.status]
+
+
+class SettlementLine(db.Model):
+    """One movement settled by a statement, frozen at issue: a sale (an allocation's goods value)
+    or a refund (one refund part, negative). The unique movement ids are what make a movement
+    settled exactly once: a second statement cannot take it."""
+
+    __tablename__ = "settlement_lines"
+    __table_args__ = (
+        sa.CheckConstraint(_in("kind", STATEMENT_LINE_KINDS), name="kind_known"),
+        sa.CheckConstraint("(kind = 'sale' AND allocation_id IS NOT NULL AND refund_part_id IS NULL "
+                           "AND amount_fen >= 0) OR (kind = 'refund' AND refund_part_id IS NOT NULL "
+                           "AND allocation_id IS NULL AND amount_fen < 0)", name="movement_matches_kind"),
+        sa.UniqueConstraint("allocation_id", name="uq_settlement_lines_allocation_id"),
+        sa.UniqueConstraint("refund_part_id", name="uq_settlement_lines_refund_part_id"),
+        sa.Index("ix_settlement_lines_statement_id", "statement_id"),
+    )
+
+    id = db.Column(db.Integer, primary_key=True)
+    statement_id = db.Column(db.Integer, db.ForeignKey("settlement_statements.id", ondelete="CASCADE"),
+                             nullable=False)
+    kind = db.Column(db.String(8), nullable=False)
+    #: The allocation whose sale this line settles (sale lines).
+    allocation_id = db.Column(db.Integer, db.ForeignKey("order_allocations.id"), nullable=True)
+    #: The refund part this line settles (refund lines).
+    refund_part_id = db.Column(db.Integer, db.ForeignKey("refund_allocations.id"), nullable=True)
+    #: The allocation the movement belongs to, for both kinds (which village, which year of payment).
+    source_allocation_id = db.Column(db.Integer, db.ForeignKey("order_allocations.id"), nullable=False)
+    order_number = db.Column(db.String(32), nullable=False)
+    product_id = db.Column(db.Integer, nullable=False)
+    product_name = db.Column(db.String(120), nullable=False)
+    village_id = db.Column(db.Integer, nullable=False)
+    village_name = db.Column(db.String(120), nullable=False)
+    #: Units sold (sale lines); NULL for a refund, which is money, not units.
+    quantity = db.Column(db.Integer, nullable=True)
+    #: Signed: the goods value of a sale, minus the amount of a refund.
+    amount_fen = db.Column(db.BigInteger, nullable=False)
+    #: When the movement happened: the payment (sale) or the refund.
+    occurred_at = db.Column(UTCDateTime, nullable=False)
+
+    statement = db.relationship("SettlementStatement", back_populates="lines")
+
+    @property
+    def kind_label(self) -> str:
+        """Chinese name of the kind of movement."""
+        return STATEMENT_LINE_LABELS[self.kind]

@@ -37,6 +37,13 @@ class PaymentProviderError(AppError):
     status, code, message = 502, "payment_provider_error", "支付服务暂时不可用，请稍后再试"
 
 
+class RefundInProgress(PaymentProviderError):
+    """Stripe is still working on a request with the same idempotency key (another worker is
+    carrying out the same refund intent): its outcome is unknown here, so nothing is decided."""
+
+    status, code, message = 409, "refund_in_progress", "该退款正在由支付服务处理中，请稍后刷新查看结果"
+
+
 class PaymentsUnavailable(AppError):
     """Neither Stripe nor the demo's simulated checkout is configured: nobody can pay online."""
 
@@ -157,6 +164,7 @@ def expire_checkout_session(session_id: str) -> str:
 def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: str, order_number: str) -> str:
     """Refund ``amount_fen`` of a Stripe payment; return Stripe's refund id.
 
+    :raise RefundInProgress: another request with this idempotency key is still running at Stripe.
     :raise PaymentProviderError: Stripe refused or could not be reached.
     """
     try:
@@ -166,6 +174,11 @@ def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: 
             options={"idempotency_key": idempotency_key},
         )
     except stripe.StripeError as exc:
+        if exc.http_status == 409:
+            # 409: a request with this idempotency key is still running at Stripe (stripe-python
+            # has retried already): its outcome is not known yet, so it is neither done nor failed.
+            log.warning("stripe refund for %s is in progress elsewhere: %s", order_number, exc)
+            raise RefundInProgress() from exc
         log.warning("stripe refund for %s failed: %s", order_number, exc)
         raise PaymentProviderError("退款未能提交到支付服务，未做任何更改，请稍后再试") from exc
     return refund.id

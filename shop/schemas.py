@@ -165,6 +165,34 @@ class RefundDecisionSchema(_Strict):
             raise ValidationError({"comment": ["不予退款时请填写原因"]})
 
 
+class SettlementIssueSchema(_Strict):
+    """Finance issues a period's statements: every cooperative with something to settle, or one."""
+
+    period = fields.String(required=True, error_messages=REQUIRED,
+                           validate=validate.Regexp(r"^\d{4}-\d{2}$", error="须为“年-月”，如 2026-11"))
+    cooperative_id = fields.Integer(load_default=None, allow_none=True, strict=True, error_messages=INTEGER,
+                                    validate=ROW_ID)
+
+
+class SettlementPaySchema(_Strict):
+    """Finance records the bank transfer that paid a statement."""
+
+    bank_reference = fields.String(required=True, error_messages=REQUIRED,
+                                   validate=validate.Length(min=1, max=120, error="长度须为 1 到 120"))
+    paid_on = fields.Date(load_default=None, allow_none=True, error_messages={"invalid": "日期格式须为 YYYY-MM-DD"})
+
+    @validates("bank_reference")
+    def not_blank(self, value, **kwargs):
+        if not value.strip():
+            raise ValidationError("不能为空")
+
+
+class SettlementQuerySchema(_Lenient):
+    period = fields.String(validate=validate.Regexp(r"^\d{4}-\d{2}$", error="须为“年-月”，如 2026-11"))
+    cooperative_id = fields.Integer(validate=ROW_ID, error_messages={"invalid": "必须是整数"})
+    status = fields.String(validate=validate.OneOf(("issued", "paid"), error="须为 issued 或 paid"))
+
+
 class RefundRequestQuerySchema(_Lenient):
     status = fields.String(validate=validate.OneOf(REFUND_REQUEST_STATUSES, error="未知的处理状态"))
 

@@ -32,7 +32,7 @@ from core.signals import notify_products_changed
 from core.timeutil import shanghai_today, to_shanghai, utcnow
 from shop import payments, stock
 from shop.models import (CartItem, Order, OrderAllocation, OrderFulfilment, OrderLine, PaymentEvent, Refund,
-                         RefundAllocation)
+                         RefundAllocation, RefundIntent, RefundRequest)
 from shop.settings import setting
 from shop.states import (PAID_STATUSES, REFUNDABLE_STATUSES, SHIPPABLE_STATUSES, OrderStatus, can_transition,
                          transition)
@@ -561,7 +561,8 @@ def _apply_charge_event(event: dict, charge: dict) -> tuple[str, int | None]:
     holder (``charge.dispute.created``), on the order paid by that payment intent.
 
     ``charge.refunded`` carries the charge's cumulative ``amount_refunded``: whatever exceeds what
-    the order already records (refunds made here are recorded before Stripe reports them) is
+    the order already records or has reserved (a refund made here is reserved before Stripe is
+    asked, so Stripe's report of it, even one arriving before it is finished here, adds nothing) is
     recorded as one refund, split over the allocations like any other, so the village reports
     drop by exactly that. A redelivered or late event finds nothing left to record. No call to
     Stripe is made here: the money has already moved.
@@ -582,7 +583,9 @@ def _apply_charge_event(event: dict, charge: dict) -> tuple[str, int | None]:
     if not isinstance(refunded, int) or isinstance(refunded, bool) or refunded < 0:
         _alert(order, event, ["charge.refunded 缺少有效的 amount_refunded"])
         return "mismatch", order.id
-    missing = min(refunded, order.total_fen) - order.refunded_fen
+    # Refunds this app started are reserved on the order before Stripe is asked, and Stripe may
+    # report them (charge.refunded) before they are finished here: they are not the dashboard's.
+    missing = min(refunded, order.total_fen) - order.refunded_fen - order.refund_reserved_fen
     if refunded > order.total_fen:
         _alert(order, event, [f"Stripe 退款合计 {refunded} 分超过订单金额 {order.total_fen} 分"])
     if missing <= 0:
@@ -722,34 +725,38 @@ def refund_order(user: User, order_id: int, data: dict) -> Order:
     """Refund part or all of a paid order; the amount leaves the villages' sales.
 
     The amount is split over all the order's allocations in proportion to what each still holds.
-    Stripe-paid orders are refunded through Stripe (against the payment intent) before anything
-    is recorded here; if Stripe fails, nothing changes.
+    Three steps, so that no row lock is held while Stripe is asked (``RefundIntent``): reserve the
+    amount on the locked order and commit; ask Stripe (Stripe-paid orders only) outside any
+    transaction with the intent's idempotency key; finish (or, if Stripe refused, release the
+    reservation: nothing changes for the reports) in a new transaction.
 
     :raise NotFound: no such order.
-    :raise Conflict: the order was never paid, or is already fully refunded.
+    :raise Conflict: the order was never paid, or is already fully refunded (or reserved).
     :raise ValidationFailed: more than what is left to refund.
+    :raise PaymentProviderError: Stripe refused or could not be reached (502; nothing changed).
     """
     amount = data["amount_fen"]
     with transaction():
         order = lock_order(order_id)
         check_refundable(order, amount)
-        parts = split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen)
-                                      for a in sorted(order.allocations, key=lambda a: a.id)])
-        apply_refund(order, amount, data["reason"].strip(), user, parts)
-    return order
+        intent = reserve_refund(order, amount, data["reason"].strip(), user)
+    return carry_out_refund(intent.id)
 
 
 def check_refundable(order: Order, amount: int) -> None:
     """Refuse refunding ``amount`` from a locked order that was never paid or has less left.
+
+    What is left excludes refunds in flight (reserved by pending ``RefundIntent`` rows).
 
     :raise Conflict: not in a refundable status (409).
     :raise ValidationFailed: more than what is left to refund (422).
     """
     if order.status not in {s.value for s in REFUNDABLE_STATUSES}:
         raise Conflict(f"订单当前状态为“{order.status_label}”，不能退款", code="invalid_order_status")
-    left = order.total_fen - order.refunded_fen
+    left = order.total_fen - order.refunded_fen - order.refund_reserved_fen
     if amount > left:
-        raise ValidationFailed(f"退款金额 {format_yuan(amount)} 超过可退金额，该订单最多还可退 {format_yuan(left)}。",
+        in_flight = f"（另有 {format_yuan(order.refund_reserved_fen)} 正在退款处理中）" if order.refund_reserved_fen else ""
+        raise ValidationFailed(f"退款金额 {format_yuan(amount)} 超过可退金额，该订单最多还可退 {format_yuan(left)}{in_flight}。",
                                code="refund_exceeds_paid",
                                fields={"amount_fen": [f"超过可退金额，最多还可退 {format_yuan(left)}"]})
 
@@ -766,17 +773,167 @@ def line_refund_parts(order: Order, line_amounts: dict[int, int]) -> dict[int, i
     return parts
 
 
-def apply_refund(order: Order, amount: int, reason: str, actor: User, parts: dict[int, int]) -> Refund:
-    """Record a checked refund of ``amount`` split as ``parts`` on a locked order, in the caller's
-    transaction (through Stripe first for a Stripe payment), and move the order's status."""
-    provider_refund_id = None
+def reserve_refund(order: Order, amount: int, reason: str, actor: User | None, *,
+                   line_amounts: dict[int, int] | None = None, refund_request_id: int | None = None) -> RefundIntent:
+    """Write a pending refund intent for a checked amount on a locked order and reserve the amount
+    on the order, in the caller's transaction (which must commit before ``carry_out_refund``).
+
+    :raise Conflict: a Stripe payment without a recorded payment intent (nothing to refund against).
+    """
     if order.payment_provider == "stripe" and not order.payment_intent_id:
         raise Conflict("该订单没有记录 Stripe 支付单号，无法在线退款", code="no_payment_intent")
+    intent = RefundIntent(order_id=order.id, amount_fen=amount, reason=reason, actor_id=actor.id if actor else None,
+                          idempotency_key=f"xiangban-refund-{order.number}-{secrets.token_hex(8)}", status="pending",
+                          line_amounts=json.dumps({str(k): v for k, v in line_amounts.items()}) if line_amounts else None,
+                          refund_request_id=refund_request_id, attempts=0)
+    db.session.add(intent)
+    order.refund_reserved_fen += amount
+    db.session.flush()
+    record_event(subject_type="order", subject_id=order.id, action="refund_reserved", actor=actor,
+                 from_state=order.status, to_state=order.status, comment=reason,
+                 data={"refund_intent_id": intent.id, "amount_fen": amount, "provider": order.payment_provider,
+                       "idempotency_key": intent.idempotency_key})
+    return intent
+
+
+def carry_out_refund(intent_id: int) -> Order:
+    """Move the money of a committed pending intent and finish it; return the order.
+
+    The provider is called outside any transaction (the session's transaction is ended first, so
+    neither a PostgreSQL row lock nor SQLite's write lock is held while Stripe answers). Running
+    it twice for one intent (a resumed crash, a slow request) moves the money once: Stripe
+    answers a repeated idempotency key with the first refund, and only a pending intent finishes.
+
+    :raise RefundInProgress: Stripe is still handling this intent's key for another worker (409;
+        the intent stays pending).
+    :raise PaymentProviderError: Stripe refused or could not be reached; the intent is failed and
+        its reservation released (nothing changed for the reports).
+    """
+    intent = db.session.get(RefundIntent, intent_id, populate_existing=True)
+    order = intent.order
+    if intent.status != "pending":
+        return order
+    call = None
     if order.payment_provider == "stripe":
-        provider_refund_id = payments.refund_payment(
-            order.payment_intent_id, amount, order_number=order.number,
-            idempotency_key=f"xiangban-refund-{order.number}-{order.refunded_fen}-{amount}")
-    return _record_refund(order, amount, reason, actor, parts, provider_refund_id=provider_refund_id)
+        call = dict(payment_intent_id=order.payment_intent_id, amount_fen=intent.amount_fen,
+                    idempotency_key=intent.idempotency_key, order_number=order.number)
+    # End the read transaction the lines above began: the Stripe call below holds nothing.
+    db.session.commit()
+    provider_refund_id = None
+    if call is not None:
+        try:
+            provider_refund_id = payments.refund_payment(call.pop("payment_intent_id"), call.pop("amount_fen"), **call)
+        except payments.RefundInProgress:
+            raise  # the other worker finishes it; the intent stays pending (resumed later if it dies)
+        except payments.PaymentProviderError as exc:
+            _fail_refund(intent_id, exc.message)
+            raise
+    return _finish_refund(intent_id, provider_refund_id)
+
+
+def _lock_intent(intent_id: int) -> tuple[Order, RefundIntent]:
+    """The intent's order locked (lock order: order first), and the intent re-read under it."""
+    order_id = db.session.scalar(sa.select(RefundIntent.order_id).where(RefundIntent.id == intent_id))
+    order = lock_order(order_id)
+    intent = db.session.get(RefundIntent, intent_id, populate_existing=True)
+    return order, intent
+
+
+def _finish_refund(intent_id: int, provider_refund_id: str | None) -> Order:
+    """Apply a refund whose money has moved: release the reservation, record the refund over the
+    allocations (as before intents existed), mark the intent succeeded. Once only."""
+    with transaction():
+        order, intent = _lock_intent(intent_id)
+        if intent.status != "pending":
+            return order
+        order.refund_reserved_fen -= intent.amount_fen
+        line_amounts = {int(k): v for k, v in json.loads(intent.line_amounts).items()} if intent.line_amounts else None
+        actor = db.session.get(User, intent.actor_id) if intent.actor_id else None
+        refund = _record_refund(order, intent.amount_fen, intent.reason, actor,
+                                _refund_parts(order, intent.amount_fen, line_amounts),
+                                provider_refund_id=provider_refund_id, extra={"refund_intent_id": intent.id})
+        db.session.flush()
+        intent.status = "succeeded"
+        intent.refund_id = refund.id
+        intent.provider_refund_id = provider_refund_id
+        intent.finished_at = utcnow()
+        intent.attempts += 1
+        if intent.refund_request_id:
+            request = db.session.get(RefundRequest, intent.refund_request_id)
+            if request is not None and request.status == "open":
+                request.status = "refunded"
+                request.amount_fen = intent.amount_fen
+                request.refund_id = refund.id
+    return order
+
+
+def _fail_refund(intent_id: int, failure: str) -> None:
+    """Stripe refused: the intent is failed and its reservation released; nothing else changes."""
+    with transaction():
+        order, intent = _lock_intent(intent_id)
+        if intent.status != "pending":
+            return
+        order.refund_reserved_fen -= intent.amount_fen
+        intent.status = "failed"
+        intent.failure = failure[:500]
+        intent.finished_at = utcnow()
+        intent.attempts += 1
+        if intent.refund_request_id:
+            request = db.session.get(RefundRequest, intent.refund_request_id)
+            if request is not None and request.status == "open":
+                # The decision did not happen: the request waits for finance again.
+                request.decided_by_id = request.decided_at = request.decision_comment = None
+        record_event(subject_type="order", subject_id=order.id, action="refund_failed",
+                     actor=db.session.get(User, intent.actor_id) if intent.actor_id else None,
+                     from_state=order.status, to_state=order.status, comment=failure,
+                     data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen})
+
+
+def _refund_parts(order: Order, amount: int, line_amounts: dict[int, int] | None) -> dict[int, int]:
+    """How a refund of ``amount`` is taken from the order's allocations: from the given lines'
+    own allocations (capped at what each line still holds; any rest from the whole order), or
+    from the whole order in proportion."""
+    allocations = sorted(order.allocations, key=lambda a: a.id)
+    parts: dict[int, int] = {}
+    if line_amounts:
+        lines = {line.id: line for line in order.lines}
+        capped = {line_id: min(fen, lines[line_id].line_total_fen - lines[line_id].refunded_fen)
+                  for line_id, fen in line_amounts.items() if line_id in lines}
+        parts = line_refund_parts(order, capped)
+        amount -= sum(parts.values())
+    if amount > 0:
+        for allocation_id, share in split_refund(amount, [(a.id, a.amount_fen - a.refunded_fen - parts.get(a.id, 0))
+                                                          for a in allocations]).items():
+            parts[allocation_id] = parts.get(allocation_id, 0) + share
+    return parts
+
+
+#: A pending intent older than this is taken as left by a crash (a live request finishes in seconds).
+RESUME_REFUNDS_AFTER_MINUTES = 10
+
+
+def resume_pending_refunds(older_than_minutes: int = RESUME_REFUNDS_AFTER_MINUTES) -> dict[str, int]:
+    """Carry out pending refund intents older than ``older_than_minutes`` again, each with its own
+    idempotency key (so money that already moved is not moved twice); return counts by outcome.
+
+    Stripe keeps idempotency keys for at least 24 hours: run this well within that (cron).
+    """
+    cutoff = utcnow() - timedelta(minutes=older_than_minutes)
+    ids = list(db.session.scalars(sa.select(RefundIntent.id).where(
+        RefundIntent.status == "pending", RefundIntent.created_at < cutoff).order_by(RefundIntent.id)))
+    db.session.commit()
+    outcome = {"succeeded": 0, "failed": 0, "in_progress": 0}
+    for intent_id in ids:
+        try:
+            carry_out_refund(intent_id)
+        except payments.RefundInProgress:
+            outcome["in_progress"] += 1
+            continue
+        except payments.PaymentProviderError:
+            outcome["failed"] += 1
+            continue
+        outcome["succeeded"] += 1
+    return outcome
 
 
 def _record_refund(order: Order, amount: int, reason: str, actor: User | None, parts: dict[int, int], *,

@@ -16,11 +16,11 @@ from core.money import format_yuan, parse_yuan
 from core.navigation import register_nav
 from core.village_registry import COUNTIES
 from shop import cart as bulk_cart
-from shop import approval, documents, inspection, ratings, services, settings, storefront
+from shop import approval, documents, inspection, ratings, services, settings, settlements, storefront
 from shop.models import RATING_ASPECT_LABELS, RATING_ASPECTS
 from shop.schemas import (CooperativeRatingSchema, DecisionSchema, InspectionSchema, OrderCreateSchema,
-                          ProductReviewSchema, RefundCreateSchema, RefundDecisionSchema, ShipSchema,
-                          TransferConfirmSchema)
+                          ProductReviewSchema, RefundCreateSchema, RefundDecisionSchema, SettlementIssueSchema,
+                          SettlementPaySchema, ShipSchema, TransferConfirmSchema)
 from shop.states import OrderStatus
 
 bp = Blueprint("shop", __name__)
@@ -30,6 +30,7 @@ register_nav("shop.cart", "购物车", order=12)
 register_nav("shop.my_orders", "我的订单", roles=(Role.CONSUMER, Role.CANTEEN_BUYER), order=14)
 register_nav("shop.order_book", "合作社订单", roles=(Role.COOPERATIVE,), order=32)
 register_nav("shop.finance_desk", "收款与退款", roles=(Role.FINANCE, Role.ADMIN), order=60)
+register_nav("shop.settlement_index", "结算单", roles=settlements.READ_ROLES, order=62)
 
 CART_COOKIE = "xb_cart"
 PER_PAGE = 20
@@ -676,3 +677,91 @@ def _finance_page(failed: FormFailure | None = None):
                            refund_requests=inspection.open_refund_requests(),
                            can_confirm=current_user().has_role(Role.FINANCE), failed=failed)
 
+
+
+# ---------------------------------------------------------------- settlement (结算)
+
+def _form_problem(exc: Exception) -> str:
+    """One Chinese sentence for a refused settlement form (schema or service)."""
+    if isinstance(exc, ValidationError):
+        labels = {"period": "结算期", "bank_reference": "银行流水号", "paid_on": "付款日期", "cooperative_id": "合作社"}
+        return "；".join(f"{labels.get(name, name)}{'、'.join(map(str, messages if isinstance(messages, list) else [messages]))}"
+                        for name, messages in exc.messages.items())
+    return exc.message
+
+
+@bp.get("/settlements")
+@require_roles(*settlements.READ_ROLES)
+def settlement_index():
+    """The settlement desk (finance, admin; officials read) or a cooperative's own statements."""
+    return _settlement_index_page()
+
+
+def _settlement_index_page(error: str | None = None, values: dict | None = None):
+    user = current_user()
+    period = request.args.get("period") or None
+    if period and not settlements.re_period_ok(period):
+        period = None
+    statements, total = settlements.list_statements(user, period=period, limit=200)
+    return render_template("shop/settlements.html", statements=statements, total=total, period=period,
+                           manage=user.has_role(*settlements.SETTLEMENT_MANAGERS), error=error, values=values or {},
+                           **settlements.settlement_overview())
+
+
+@bp.post("/settlements/issue")
+@require_roles(*settlements.SETTLEMENT_MANAGERS)
+def settlement_issue():
+    """Finance issues the statements of a period for every cooperative with something to settle."""
+    values = {"period": request.form.get("period", "").strip()}
+    try:
+        data = SettlementIssueSchema().load(values)
+        issued = settlements.issue_statements(current_user(), data["period"])
+    except (ValidationError, AppError) as exc:
+        if isinstance(exc, (NotFound, Forbidden)):
+            raise
+        return _settlement_index_page(_form_problem(exc), values), getattr(exc, "status", 422)
+    if issued:
+        flash(f"已出具 {len(issued)} 份{settlements.period_label(data['period'])}结算单")
+    else:
+        flash(f"{settlements.period_label(data['period'])}没有待结算的款项，未出具结算单")
+    return redirect(url_for("shop.settlement_index"))
+
+
+@bp.get("/settlements/<int:statement_id>")
+@require_roles(*settlements.READ_ROLES)
+def settlement_detail(statement_id: int):
+    """One statement with its frozen lines; finance records its payment here."""
+    return _settlement_page(statement_id)
+
+
+def _settlement_page(statement_id: int, error: str | None = None, values: dict | None = None):
+    user = current_user()
+    statement = settlements.get_statement(user, statement_id)
+    return render_template("shop/settlement.html", statement=statement,
+                           manage=user.has_role(*settlements.SETTLEMENT_MANAGERS),
+                           period_label=settlements.period_label, error=error, values=values or {})
+
+
+@bp.post("/settlements/<int:statement_id>/pay")
+@require_roles(*settlements.SETTLEMENT_MANAGERS)
+def settlement_pay(statement_id: int):
+    """Finance records the bank transfer that paid a statement."""
+    values = {"bank_reference": request.form.get("bank_reference", "").strip(),
+              "paid_on": request.form.get("paid_on", "").strip() or None}
+    try:
+        data = SettlementPaySchema().load(values)
+        settlements.pay_statement(current_user(), statement_id, data)
+    except (ValidationError, AppError) as exc:
+        if isinstance(exc, (NotFound, Forbidden)):
+            raise
+        return _settlement_page(statement_id, _form_problem(exc), values), getattr(exc, "status", 422)
+    flash("已登记付款")
+    return redirect(url_for("shop.settlement_detail", statement_id=statement_id))
+
+
+@bp.get("/settlements/<int:statement_id>/statement.<any(csv, xlsx):extension>")
+@require_roles(*settlements.READ_ROLES)
+def settlement_download(statement_id: int, extension: str):
+    """The statement as CSV or XLSX."""
+    statement = settlements.get_statement(current_user(), statement_id)
+    return file_download(*settlements.statement_file(statement, extension), statement.content_sha256)

@@ -35,10 +35,12 @@ def reconcile_command(year):
                    f"{', '.join(anomaly['problems'])}")
     if result.anomaly_count > len(result.anomalies):
         click.echo(f"……另有 {result.anomaly_count - len(result.anomalies)} 条异常未列出")
+    for problem in result.settlement_problems:
+        click.echo(f"结算  {problem['problem']}")
     summary = (f"{year} 年对账：核对 {result.villages} 个村，销售额差异 {len(result.differences)} 个村，"
-               f"数据异常 {result.anomaly_count} 条。")
+               f"数据异常 {result.anomaly_count} 条，结算单差异 {len(result.settlement_problems)} 处。")
     if result.ok:
-        click.echo(summary + "报表与原始订单完全一致。")
+        click.echo(summary + "报表、结算单与原始订单完全一致。")
         return
     click.echo(summary + "请核查；确认原始订单无误后可运行 `flask --app wsgi reports rebuild` 重建汇总。", err=True)
     raise SystemExit(1)

@@ -98,11 +98,13 @@ class Reconciliation:
     differences: list[dict] = field(default_factory=list)
     anomalies: list[dict] = field(default_factory=list)
     anomaly_count: int = 0
+    #: Settlement statements that do not match the movements they settled (``shop/settlements.py``).
+    settlement_problems: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when the report and the raw rows agree everywhere."""
-        return not self.differences and not self.anomaly_count
+        """True when the report, the raw rows and the settlement statements agree everywhere."""
+        return not self.differences and not self.anomaly_count and not self.settlement_problems
 
 
 def simulated_payment_orders(year: int) -> int:
@@ -695,6 +697,10 @@ def reconcile_village_sales(year: int) -> Reconciliation:
 
     _check_allocations(outcome, start, end, refunded)
     _check_lines(outcome, start, end, refunded)
+    # Imported here: settlements builds on this package's exports (a module-level import would cycle).
+    from shop.settlements import reconcile_settlements
+
+    outcome.settlement_problems = reconcile_settlements(year)
     return outcome
 
 

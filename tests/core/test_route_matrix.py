@@ -39,6 +39,8 @@ CANTEEN_OVERVIEW = (OFF, ADM, FIN)
 ACCOUNT_MANAGERS = (ADM, CR)
 TARGET_SETTERS = (ADM, OFF)
 MANAGERS = (COOP, ADM)
+#: Settlement statements: finance, admin and officials read all; a cooperative its own (others: 404).
+SETTLEMENT_READERS = (FIN, ADM, OFF, COOP)
 
 #: (endpoint, method) → who may call it.
 ACCESS = {
@@ -92,6 +94,9 @@ ACCESS = {
     ("reports.my_canteen", "GET"): (CB,), ("reports.canteen", "GET"): CANTEEN_PAGES,
     ("reports.canteen_orders", "GET"): CANTEEN_PAGES, ("reports.canteen_filing", "GET"): CANTEEN_PAGES,
     ("reports.reserved_shares_filing", "GET"): CANTEEN_OVERVIEW,
+    ("shop.settlement_index", "GET"): SETTLEMENT_READERS, ("shop.settlement_detail", "GET"): SETTLEMENT_READERS,
+    ("shop.settlement_download", "GET"): SETTLEMENT_READERS, ("shop.settlement_issue", "POST"): (FIN, ADM),
+    ("shop.settlement_pay", "POST"): (FIN, ADM),
     ("traceability.batch_index", "GET"): MANAGERS, ("traceability.batch_new", "GET"): MANAGERS,
     ("traceability.batch_new", "POST"): MANAGERS, ("traceability.batch_detail", "GET"): MANAGERS,
     ("traceability.batch_event_new", "POST"): MANAGERS, ("traceability.batch_serials_new", "POST"): MANAGERS,
@@ -139,6 +144,9 @@ ACCESS = {
     ("traceability_api.list_product_batches", "GET"): MANAGERS,
     ("traceability_api.create_batch", "POST"): MANAGERS,
     ("traceability_api.fake_reports", "GET"): (PR, ADM),
+    ("shop_api.list_settlements", "GET"): SETTLEMENT_READERS, ("shop_api.get_settlement", "GET"): SETTLEMENT_READERS,
+    ("shop_api.download_settlement", "GET"): SETTLEMENT_READERS, ("shop_api.issue_settlements", "POST"): (FIN, ADM),
+    ("shop_api.pay_settlement", "POST"): (FIN, ADM),
 }
 
 #: Routes the matrix does not call: static files.
@@ -185,7 +193,7 @@ def _values(world) -> dict:
     return {"product_id": product.id, "batch_id": item.id, "order_id": world["order"].id,
             "user_id": world["victim"].id, "cooperative_id": product.cooperative_id, "unit_id": world["unit"].id,
             "village_id": product.cooperative.village_id, "certification_id": product.certificate_id or 1,
-            "evidence_id": 1, "image_id": 1, "request_id": 1, "year": shanghai_today().year,
+            "evidence_id": 1, "image_id": 1, "request_id": 1, "statement_id": 1, "year": shanghai_today().year,
             "county": "古丈县", "kind": "purchase_order", "extension": "csv", "session_id": "cs_missing",
             "name": "missing.jpg", "rest": "06901234567892/10/LOT1", "serial": world["serial"].serial}
 

@@ -61,6 +61,10 @@ class FakeStripe:
         self.requests: list[dict] = []
         self.session_status = "open"
         self.fail_with: int | None = None
+        self.fail_type = "api_error"
+        #: Set to an Event to hold refund requests until it is set (``refund_entered`` tells when one waits).
+        self.hold_refunds: threading.Event | None = None
+        self.refund_entered = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -83,7 +87,7 @@ class FakeStripe:
                 fake.requests.append({"method": self.command, "path": self.path, "form": form,
                                       "headers": dict(self.headers)})
                 if fake.fail_with:
-                    return self._answer(fake.fail_with, {"error": {"type": "api_error", "message": "boom"}})
+                    return self._answer(fake.fail_with, {"error": {"type": fake.fail_type, "message": "boom"}})
                 if self.path == "/v1/checkout/sessions" and self.command == "POST":
                     session_id = "cs_test_" + secrets.token_hex(12)
                     return self._answer(200, {"id": session_id, "object": "checkout.session",
@@ -100,6 +104,9 @@ class FakeStripe:
                     return self._answer(200, {"id": self.path.split("/")[4], "object": "checkout.session",
                                               "status": fake.session_status})
                 if self.path == "/v1/refunds" and self.command == "POST":
+                    if fake.hold_refunds is not None:
+                        fake.refund_entered.set()
+                        fake.hold_refunds.wait(60)
                     return self._answer(200, {"id": "re_" + secrets.token_hex(10), "object": "refund",
                                               "amount": int(form["amount"]), "status": "succeeded",
                                               "payment_intent": form["payment_intent"]})

@@ -124,7 +124,7 @@ def test_a_shortfall_is_refunded_from_its_own_line_exactly_to_the_fen(client, ma
     again = client.post(f"/api/v1/refund-requests/{request['id']}/decision", headers=make.headers(d["finance"]),
                         json={"decision": "refund"})
     assert again.status_code == 409
-    assert [e.action for e in history_of("order", order.id)][-2:] == ["completed", "refunded"]
+    assert [e.action for e in history_of("order", order.id)][-3:] == ["completed", "refund_reserved", "refunded"]
 
 
 def test_finance_may_decline_a_claim_with_a_reason_and_nothing_moves(client, make, delivered):

@@ -104,7 +104,7 @@ def test_refund_of_a_stripe_payment_goes_to_stripe(client, make, fake_stripe):
     assert response.status_code == 200
     [call] = fake_stripe.calls("/v1/refunds")
     assert call["form"]["payment_intent"] == "pi_test_abc" and call["form"]["amount"] == "5000"
-    assert call["headers"]["Idempotency-Key"] == f"xiangban-refund-{order['number']}-0-5000"
+    assert call["headers"]["Idempotency-Key"].startswith(f"xiangban-refund-{order['number']}-")
     refund = response.get_json()["refunds"][0]
     assert refund["provider"] == "stripe" and refund["provider_refund_id"].startswith("re_")
 

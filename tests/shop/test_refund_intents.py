@@ -1,0 +1,283 @@
+"""Refund intents: Stripe is never asked while an order row is locked. Reserve and commit, ask
+Stripe with the intent's idempotency key, finish (or fail and release) in a new transaction;
+resume a crashed intent; the charge.refunded webhook never counts an app refund twice."""
+import secrets
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from core.audit import AuditEvent
+from core.db import transaction
+from core.extensions import db
+from core.models import Role
+from core.timeutil import shanghai_today, utcnow
+from shop import services
+from shop.models import Order, Refund, RefundIntent
+from shop.sales import village_sales_fen
+from tests.certification.factories import certified_product
+from tests.concurrency import skip_unless_postgres
+from tests.shop.factories import paid_order
+from tests.shop.helpers import FakeStripe, completed_event, deliver, place
+from tests.traceability.factories import batch
+
+
+@pytest.fixture
+def fake_stripe(app):
+    """Real Stripe mode, with the client aimed at a loopback server."""
+    with FakeStripe() as fake:
+        app.config.update(STRIPE_SECRET_KEY="sk_test_loopback", STRIPE_API_BASE=fake.url)
+        try:
+            yield fake
+        finally:
+            if fake.hold_refunds is not None:
+                fake.hold_refunds.set()
+            app.config.update(STRIPE_SECRET_KEY="", STRIPE_API_BASE="")
+
+
+@pytest.fixture
+def stripe_order(client, make, fake_stripe):
+    """A ¥200.00 order paid through Stripe (payment intent ``pi_intents``), and its product."""
+    tea = certified_product(make, price_fen=10_000)
+    batch(tea, quantity=10)
+    order = place(client, make, make.user(), (tea, 2))
+    deliver(client, completed_event(order, session={"payment_intent": "pi_intents"}))
+    return order, tea
+
+
+def _sales(product) -> int:
+    return village_sales_fen(product.villages[0].id, shanghai_today().year)
+
+
+def _order(order_id) -> Order:
+    return db.session.get(Order, order_id, populate_existing=True)
+
+
+def _refund(client, make, order_id, amount, finance=None):
+    return client.post(f"/api/v1/orders/{order_id}/refund", json={"amount_fen": amount, "reason": "破损"},
+                       headers=make.headers(finance or make.user(Role.FINANCE)))
+
+
+def test_a_stripe_refund_is_an_intent_finished_after_stripe_answers(client, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    response = _refund(client, make, order["id"], 5_000)
+    assert response.status_code == 200
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    [call] = fake_stripe.calls("/v1/refunds")
+    assert call["headers"]["Idempotency-Key"] == intent.idempotency_key
+    assert call["form"]["amount"] == "5000" and call["form"]["payment_intent"] == "pi_intents"
+    assert intent.status == "succeeded" and intent.provider_refund_id.startswith("re_")
+    refund = db.session.get(Refund, intent.refund_id)
+    assert refund.provider_refund_id == intent.provider_refund_id and refund.amount_fen == 5_000
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, row.status) == (5_000, 0, "partially_refunded")
+    assert _sales(tea) == 15_000
+    actions = [e.action for e in db.session.scalars(sa.select(AuditEvent).where(
+        AuditEvent.subject_type == "order", AuditEvent.subject_id == order["id"]).order_by(AuditEvent.id))]
+    assert actions[-2:] == ["refund_reserved", "refunded"]
+
+
+def test_a_refund_stripe_refuses_changes_nothing_for_the_reports(client, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    from shop.reports.services import reconcile_village_sales
+
+    fake_stripe.fail_with = 402
+    response = _refund(client, make, order["id"], 5_000)
+    assert response.status_code == 502 and response.get_json()["error"]["code"] == "payment_provider_error"
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "failed" and intent.failure and intent.refund_id is None
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, row.status) == (0, 0, "paid")
+    assert _sales(tea) == 20_000 and db.session.scalar(sa.select(sa.func.count(Refund.id))) == 0
+    assert reconcile_village_sales(shanghai_today().year).ok
+    # The reservation was released: the whole amount can be refunded once Stripe answers again.
+    fake_stripe.fail_with = None
+    assert _refund(client, make, order["id"], 20_000).status_code == 200
+    assert _order(order["id"]).status == "refunded" and _sales(tea) == 0
+
+
+def test_a_crashed_refund_is_resumed_with_the_same_key_and_recorded_once(client, make, runner, fake_stripe,
+                                                                         stripe_order, monkeypatch):
+    order, tea = stripe_order
+    finance = make.user(Role.FINANCE)
+    real_finish = services._finish_refund
+
+    def crash(*args):
+        raise RuntimeError("the worker died after Stripe answered")
+
+    monkeypatch.setattr(services, "_finish_refund", crash)
+    with pytest.raises(RuntimeError):
+        services.refund_order(finance, order["id"], {"amount_fen": 7_000, "reason": "破损"})
+    monkeypatch.setattr(services, "_finish_refund", real_finish)
+    db.session.rollback()
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "pending"
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen) == (0, 7_000)
+    assert _sales(tea) == 20_000  # nothing recorded yet
+    # The pending amount stays reserved: a second refund cannot take it again.
+    assert _refund(client, make, order["id"], 13_001, finance).status_code == 422
+
+    # Too recent to be taken for a crash: left alone.
+    result = runner.invoke(args=["payments", "resume-refunds"])
+    assert result.exit_code == 0 and "已完成 0 笔" in result.output
+    intent.created_at -= timedelta(minutes=services.RESUME_REFUNDS_AFTER_MINUTES + 1)
+    db.session.commit()
+    result = runner.invoke(args=["payments", "resume-refunds"])
+    assert result.exit_code == 0 and "已完成 1 笔" in result.output, result.output
+    first, again = fake_stripe.calls("/v1/refunds")
+    assert first["headers"]["Idempotency-Key"] == again["headers"]["Idempotency-Key"] == intent.idempotency_key
+    db.session.expire_all()
+    assert intent.status == "succeeded"
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, len(row.refunds)) == (7_000, 0, 1)
+    assert _sales(tea) == 13_000
+    # Running it again finds nothing to do.
+    assert "已完成 0 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+
+
+def test_a_crash_before_stripe_was_asked_is_resumed_too(runner, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    with transaction():
+        locked = services.lock_order(order["id"])
+        services.reserve_refund(locked, 4_000, "破损", make.user(Role.FINANCE))
+    assert fake_stripe.calls("/v1/refunds") == []
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 0 and "已完成 1 笔" in result.output
+    assert len(fake_stripe.calls("/v1/refunds")) == 1 and _sales(tea) == 16_000
+
+
+def test_a_resumed_refund_stripe_refuses_is_failed_and_released(runner, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    with transaction():
+        services.reserve_refund(services.lock_order(order["id"]), 4_000, "破损", make.user(Role.FINANCE))
+    fake_stripe.fail_with = 400
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 1 and "1 笔被支付服务拒绝" in result.output
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen) == (0, 0) and _sales(tea) == 20_000
+
+
+def test_a_refund_stripe_is_still_working_on_stays_pending(client, runner, make, fake_stripe, stripe_order):
+    """Another worker holds the intent's key at Stripe (409, idempotency_error): nothing is decided here."""
+    order, tea = stripe_order
+    with transaction():
+        services.reserve_refund(services.lock_order(order["id"]), 4_000, "破损", make.user(Role.FINANCE))
+    fake_stripe.fail_with, fake_stripe.fail_type = 409, "idempotency_error"
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 0 and "1 笔仍在支付服务处理中" in result.output, result.output
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "pending" and _order(order["id"]).refund_reserved_fen == 4_000
+    fake_stripe.fail_with = None
+    assert "已完成 1 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+    assert _sales(tea) == 16_000
+
+
+def test_a_sandbox_or_bank_transfer_refund_needs_no_stripe_and_finishes_at_once(client, make, fake_stripe):
+    tea = certified_product(make, price_fen=10_000)
+    order = paid_order(make.user(), [(batch(tea, quantity=10), 3)], paid_at=utcnow())
+    assert order.payment_provider == "sandbox"
+    assert _refund(client, make, order.id, 1_234).status_code == 200
+    assert fake_stripe.calls("/v1/refunds") == []
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "succeeded" and intent.provider_refund_id is None
+    assert _order(order.id).refunded_fen == 1_234
+
+
+def _charge_refunded(intent, amount_refunded):
+    return {"id": "evt_" + secrets.token_hex(8), "object": "event", "type": "charge.refunded",
+            "created": int(time.time()), "data": {"object": {"object": "charge", "payment_intent": intent,
+                                                             "amount_refunded": amount_refunded}}}
+
+
+def _in_thread(app, job):
+    """Start ``job`` in a thread with its own app context; return (thread, results list)."""
+    results = []
+
+    def run():
+        with app.app_context():
+            try:
+                results.append(job())
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, results
+
+
+def test_stripes_report_of_an_app_refund_in_flight_is_not_counted_twice(app, client, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    headers = make.headers(make.user(Role.FINANCE))
+    fake_stripe.hold_refunds = threading.Event()
+    thread, results = _in_thread(app, lambda: app.test_client().post(
+        f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 6_000, "reason": "破损"},
+        headers=headers).status_code)
+    assert fake_stripe.refund_entered.wait(20)
+    # Stripe reports the refund (charge.refunded) before the app has finished it.
+    assert deliver(client, _charge_refunded("pi_intents", 6_000)).get_json()["outcome"] == "refund_already_recorded"
+    fake_stripe.hold_refunds.set()
+    thread.join(30)
+    assert results == [200]
+    assert deliver(client, _charge_refunded("pi_intents", 6_000)).get_json()["outcome"] == "refund_already_recorded"
+    row = _order(order["id"])
+    assert (row.refunded_fen, len(row.refunds)) == (6_000, 1) and _sales(tea) == 14_000
+    # A dashboard refund on top is still recorded, once.
+    assert deliver(client, _charge_refunded("pi_intents", 7_500)).get_json()["outcome"] == "refunded"
+    assert _order(order["id"]).refunded_fen == 7_500 and _sales(tea) == 12_500
+
+
+def test_no_lock_is_held_on_the_order_while_stripe_answers(app, client, make, fake_stripe, stripe_order):
+    """While Stripe is slow, another transaction locks and updates the same order row at once, and
+    a second refund sees the first one's reservation (so two refunds never exceed what was paid).
+    On PostgreSQL with NOWAIT: a held row lock would fail at once rather than wait."""
+    order, tea = stripe_order
+    headers = make.headers(make.user(Role.FINANCE))
+    fake_stripe.hold_refunds = threading.Event()
+    thread, results = _in_thread(app, lambda: app.test_client().post(
+        f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 15_000, "reason": "破损"},
+        headers=headers).status_code)
+    assert fake_stripe.refund_entered.wait(20)
+    try:
+        with transaction():
+            query = sa.select(Order).where(Order.id == order["id"])
+            if db.engine.dialect.name == "postgresql":
+                db.session.execute(sa.text("SET LOCAL lock_timeout = '1s'"))
+                query = query.with_for_update(nowait=True)
+            else:
+                services.stock.take_write_lock()  # SQLite: the database write lock, also free
+            row = db.session.scalars(query.execution_options(populate_existing=True)).one()
+            assert row.refund_reserved_fen == 15_000 and row.refunded_fen == 0
+            row.shipping_name = "改名后"
+        second = _refund(client, make, order["id"], 6_000)
+        assert second.status_code == 422 and second.get_json()["error"]["code"] == "refund_exceeds_paid"
+    finally:
+        fake_stripe.hold_refunds.set()
+        thread.join(30)
+    assert results == [200]
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, row.shipping_name) == (15_000, 0, "改名后")
+    assert _sales(tea) == 5_000
+
+
+def test_parallel_refunds_never_exceed_the_paid_amount(app, make, fake_stripe, stripe_order):
+    """PostgreSQL: four refunds of ¥80 on a ¥200 order at once: two succeed, the others are refused."""
+    skip_unless_postgres()
+    from tests.concurrency import run_parallel
+
+    order, tea = stripe_order
+    finance_id = make.user(Role.FINANCE).id
+
+    def refund():
+        from core.models import User
+        return services.refund_order(db.session.get(User, finance_id), order["id"],
+                                     {"amount_fen": 8_000, "reason": "并发"}).refunded_fen
+
+    outcomes = run_parallel(app, [refund] * 4)
+    refused = [o for o in outcomes if getattr(o, "code", None) == "refund_exceeds_paid"]
+    assert len(refused) == 2, outcomes
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen) == (16_000, 0) and _sales(tea) == 4_000
+    assert len(fake_stripe.calls("/v1/refunds")) == 2
