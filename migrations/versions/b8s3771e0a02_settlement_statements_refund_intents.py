@@ -2,7 +2,7 @@
 reserve on the order
 
 Revision ID: b8s3771e0a02
-Revises: 8e2f4a6b1c37
+Revises: c9a0d17a5e03
 Create Date: 2026-12-07 07:00:00
 
 """
@@ -14,7 +14,7 @@ import core.timeutil  # noqa: F401  (UTCDateTime columns)
 
 # revision identifiers, used by Alembic.
 revision = 'b8s3771e0a02'
-down_revision = '8e2f4a6b1c37'
+down_revision = 'c9a0d17a5e03'
 branch_labels = None
 depends_on = None
 
