@@ -4,7 +4,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 
-from core import budget_units, cooperatives, users, village_targets, villages
+from core import budget_units, cooperatives, password_reset, users, village_targets, villages
 from core.auth import current_user, issue_token, remember_device, require_login, require_roles
 from core.errors import ValidationFailed
 from core.extensions import db
@@ -12,7 +12,8 @@ from core.http import json_body, list_envelope, page_params
 from core.models import ROLE_VALUES, Role
 from core.ratelimit import rate_limited
 from core.schemas import (AccountSchema, BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema,
-                          UserSchema, VillageQuerySchema, VillageSchema, VillageTargetOutSchema)
+                          PasswordResetConfirmSchema, PasswordResetRequestSchema, UserSchema, VillageQuerySchema,
+                          VillageSchema, VillageTargetOutSchema)
 from core.timeutil import isoformat, utcnow
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
@@ -75,6 +76,23 @@ def change_password():
     """``{"current_password", "new_password"}``: every other token and session dies; answers a new token."""
     user = users.change_password(current_user(), json_body())
     return jsonify(_token_body(user))
+
+
+@bp.post("/auth/password-reset")
+@rate_limited("password_reset", 5)
+def request_password_reset():
+    """``{"email"}``: e-mail a one-time reset link if the address has an account; 202 either way."""
+    fields = PasswordResetRequestSchema().load(json_body())
+    password_reset.request_reset(fields["email"])
+    return jsonify({"message": password_reset.REQUEST_MESSAGE}), 202
+
+
+@bp.post("/auth/password-reset/confirm")
+def confirm_password_reset():
+    """``{"token", "new_password"}``: set the password; every session and token of the account ends."""
+    fields = PasswordResetConfirmSchema().load(json_body())
+    user = password_reset.reset_password(fields["token"], fields["new_password"])
+    return jsonify({"message": "密码已重设，请用新密码登录", "user": UserSchema().dump(user)})
 
 
 # ---------------------------------------------------------------- accounts (admin, county reviewers)

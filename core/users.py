@@ -131,12 +131,13 @@ def _ensure_may_create(actor: User | None, role: Role, cooperative_id) -> None:
     raise Forbidden("县级审核员只能开设合作社账号" if actor.has_role(Role.COUNTY_REVIEWER) else "无权开设账号")
 
 
-def create_user(data: dict, actor: User | None = None) -> User:
+def create_user(data: dict, actor: User | None = None, *, send_password_link: bool = False) -> User:
     """Create an account with any role and the scope that role needs (audited).
 
     County reviewers need a county, cooperative members a cooperative, canteen buyers a
     budget unit; a scope that does not belong to the role is refused rather than ignored.
-    ``actor`` None is the command line.
+    ``actor`` None is the command line. ``send_password_link``: e-mail the new account a
+    one-time link to choose its own password, in the same transaction (``core.password_reset``).
 
     :raise Forbidden: ``actor`` may not create this account (``_ensure_may_create``).
     :raise ValidationFailed: invalid input, missing or foreign scope, or a taken email.
@@ -166,6 +167,10 @@ def create_user(data: dict, actor: User | None = None) -> User:
                      data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
                            "budget_unit_id": user.budget_unit_id, "email": user.email,
                            "is_approver": user.is_approver})
+        if send_password_link:
+            from core.password_reset import send_set_password_link
+
+            send_set_password_link(user, actor)
     return user
 
 
