@@ -13,9 +13,11 @@ from core.db import unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.extensions import db
 from core.models import BudgetUnit, Cooperative, Role, User, Village
+from core.notifications import notify
 from core.passwords import password_problems
 from core.ratelimit import SignInLimits
 from core.schemas import PasswordChangeSchema, RegisterSchema, UserCreateSchema, UserUpdateSchema
+from core.timeutil import shanghai_today
 
 #: Who may open the account pages and ``/api/v1/users``.
 ACCOUNT_MANAGERS = (Role.ADMIN, Role.COUNTY_REVIEWER)
@@ -58,7 +60,7 @@ def register_consumer(data: dict) -> Registration:
     e-mail was taken.
 
     A taken e-mail changes no account: the attempt is recorded on the existing account's audit
-    trail (so its owner can be told by e-mail once the outbox exists) and the caller gets a
+    trail, its owner is told by e-mail (once a day at most) and the caller gets a
     ``Registration`` without a user, answered like a success (README "Registration").
 
     :raise ValidationError: invalid input or a password the rule refuses (422).
@@ -91,6 +93,12 @@ def _registration_of_taken_email(existing: User, fields: dict) -> Registration:
     """Record the attempt on the existing account and answer like a success without a user."""
     record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
                  comment="有人用此邮箱注册（账号未改变）")
+    # The owner learns of it by e-mail, at most once a day (someone may try again and again).
+    notify(existing, "registration_attempt", "有人尝试用您的邮箱注册",
+           f"有人在湘西香伴平台用您的邮箱 {existing.email} 申请注册新账号，您的账号未受影响。"
+           "如果是您本人忘记了已有账号，可以直接登录，或通过下面的链接重设密码；如果不是您本人，请忽略此邮件。",
+           "/password/forgot", in_app=False, only_channels=("email",),
+           dedupe_key=f"registration_attempt:{shanghai_today().isoformat()}")
     db.session.commit()
     return Registration(fields["email"].lower(), fields["display_name"], None)
 

@@ -174,3 +174,15 @@ def test_a_new_staff_account_can_be_sent_a_link_to_choose_its_password(client, m
     assert _confirm(client, token).status_code == 200
     assert client.post("/api/v1/auth/token", json={"email": "member.new@test.cn",
                                                    "password": "maojian-tea-2026"}).status_code == 200
+
+
+def test_registering_a_taken_email_tells_its_owner_by_email_once_a_day(client, make, smtp_server):
+    owner = make.user(Role.CONSUMER)
+    for _ in range(2):
+        response = client.post("/api/v1/auth/register", json={"email": owner.email, "password": "Xiangxi-2026-long",
+                                                               "display_name": "冒名者"})
+        assert response.status_code == 201 and response.get_json()["token"] is None
+    send_pending()
+    [message] = smtp_server.to(owner.email)
+    assert "有人尝试用您的邮箱注册" in message["Subject"] and "/password/forgot" in message.get_content()
+    assert client.get("/api/v1/notifications", headers=make.headers(owner)).get_json()["total"] == 0
