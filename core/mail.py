@@ -14,6 +14,8 @@ from flask import current_app
 
 from core.notifications import Channel, Outgoing, PermanentDeliveryError, Recipient, TemporaryDeliveryError
 
+#: Top-level domains reserved for tests, examples and documentation: no mail server answers for them.
+UNDELIVERABLE = ("test", "example", "invalid", "localhost")
 FOOTER = "此邮件由湘西香伴消费帮扶平台自动发送，请勿直接回复。"
 
 
@@ -49,8 +51,10 @@ class EmailChannel(Channel):
     name = "email"
 
     def wants(self, notification, user) -> bool:
-        """Every account has an e-mail address: every notice goes by e-mail too."""
-        return bool(user.email)
+        """Every notice goes by e-mail too, except to the special-use domains that never receive
+        mail (RFC 2606/6761: the demo's ``@xiangban.test`` accounts), which would only fail."""
+        domain = (user.email or "").rsplit("@", 1)[-1].lower().rstrip(".")
+        return bool(user.email) and not any(domain == tld or domain.endswith("." + tld) for tld in UNDELIVERABLE)
 
     def configured(self) -> bool:
         """Only with ``SMTP_HOST``; until then deliveries wait as ``pending``."""

@@ -395,6 +395,9 @@ class Recipient:
 def deliver_claimed(channel: Channel, delivery_id: int, report: SendReport, now: datetime | None = None) -> None:
     """Hand one claimed delivery to its channel, outside any transaction, and record the outcome."""
     delivery = db.session.get(NotificationDelivery, delivery_id)
+    if delivery is None:  # its account was deleted meanwhile (the rows cascade)
+        db.session.commit()
+        return
     row, person = delivery.notification, delivery.notification.user
     notice = Outgoing(row.id, row.kind, row.title, row.body, row.link, row.created_at, delivery.id, delivery.attempts)
     user = Recipient(person.id, person.email, person.display_name, person.is_active)
@@ -448,9 +451,13 @@ def run_worker(*, interval: float = 30.0, passes: int | None = None, echo: Calla
     """Run ``send_pending`` every ``interval`` seconds (``passes`` times, or until stopped)."""
     done = 0
     while passes is None or done < passes:
-        report = send_pending()
-        if report.handled:
-            echo(f"已发送 {report.sent}，稍后重试 {report.retried}，失败 {report.failed}")
+        try:
+            report = send_pending()
+        except Exception:  # noqa: BLE001 - a database outage must not end the worker; the next pass retries
+            log.exception("notifications pass failed")
+        else:
+            if report.handled:
+                echo(f"已发送 {report.sent}，稍后重试 {report.retried}，失败 {report.failed}")
         done += 1
         db.session.remove()
         if passes is None or done < passes:

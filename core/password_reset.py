@@ -25,7 +25,7 @@ from core.extensions import db
 from core.models import User
 from core.notifications import notify
 from core.passwords import password_problems
-from core.ratelimit import _email_key, counter
+from core.ratelimit import counter
 from core.timeutil import UTCDateTime, utcnow
 
 #: Said for every request, whether or not the e-mail has an account.
@@ -84,7 +84,8 @@ def request_reset(email) -> None:
     user = _find_active(email)
     if user is None:
         return
-    if counter().hit(f"pwreset:{_email_key(user.email)}", 3600) > MAX_MAILS_PER_ACCOUNT_HOUR:
+    # Counted by account id (no e-mail address in Redis), whichever address asks.
+    if counter().hit(f"pwreset:user:{user.id}", 3600) > MAX_MAILS_PER_ACCOUNT_HOUR:
         return
     minutes = reset_minutes()
     try:

@@ -408,3 +408,10 @@ def test_a_claim_left_by_a_dead_worker_is_taken_again_after_its_lease(make, smtp
     assert [d.status for d in _deliveries()] == [SENDING]
     assert send_pending(now=utcnow() + CLAIM_LEASE + timedelta(seconds=1)).sent == 1
     assert len(smtp_server.to(user.email)) == 1
+
+
+def test_addresses_at_reserved_test_domains_get_no_email(make):
+    demo = make.user(Role.CONSUMER, email="coop@xiangban.test")
+    with transaction():
+        [notice] = notify(demo, "test", "演示", "正文")
+    assert notice.deliveries == [] and len(_notices(demo)) == 1
