@@ -80,7 +80,7 @@ class Notification(db.Model):
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     read_at = db.Column(UTCDateTime, nullable=True)
 
-    user = db.relationship("User", lazy="joined")
+    user = db.relationship("User")
     deliveries = db.relationship("NotificationDelivery", back_populates="notification",
                                  cascade="all, delete-orphan", lazy="selectin")
 

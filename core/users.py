@@ -90,16 +90,27 @@ def register_consumer(data: dict) -> Registration:
 
 
 def _registration_of_taken_email(existing: User, fields: dict) -> Registration:
-    """Record the attempt on the existing account and answer like a success without a user."""
-    record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
-                 comment="有人用此邮箱注册（账号未改变）")
-    # The owner learns of it by e-mail, at most once a day (someone may try again and again).
-    notify(existing, "registration_attempt", "有人尝试用您的邮箱注册",
-           f"有人在湘西香伴平台用您的邮箱 {existing.email} 申请注册新账号，您的账号未受影响。"
-           "如果是您本人忘记了已有账号，可以直接登录，或通过下面的链接重设密码；如果不是您本人，请忽略此邮件。",
-           "/password/forgot", in_app=False, only_channels=("email",),
-           dedupe_key=f"registration_attempt:{shanghai_today().isoformat()}")
-    db.session.commit()
+    """Record the attempt on the existing account, tell its owner, and answer like a success
+    without a user."""
+    for notify_owner in (True, False):
+        record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
+                     comment="有人用此邮箱注册（账号未改变）")
+        if notify_owner:
+            # The owner learns of it by e-mail, at most once a day (someone may try again and again).
+            notify(existing, "registration_attempt", "有人尝试用您的邮箱注册",
+                   f"有人在湘西香伴平台用您的邮箱 {existing.email} 申请注册新账号，您的账号未受影响。"
+                   "如果是您本人忘记了已有账号，可以直接登录，或通过下面的链接重设密码；如果不是您本人，请忽略此邮件。",
+                   "/password/forgot", in_app=False, only_channels=("email",),
+                   dedupe_key=f"registration_attempt:{shanghai_today().isoformat()}")
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # A simultaneous attempt wrote today's notice first: keep the audit record, not a second mail.
+            db.session.rollback()
+            if not notify_owner:
+                raise
+            continue
+        break
     return Registration(fields["email"].lower(), fields["display_name"], None)
 
 
