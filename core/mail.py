@@ -8,7 +8,7 @@ had to send again after a crash (see ``core.notifications``) is recognisable as 
 import smtplib
 import socket
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr
 
 from flask import current_app
 
@@ -35,7 +35,8 @@ def build_message(notice: Outgoing, user: Recipient) -> EmailMessage:
     message["From"] = current_app.config.get("MAIL_FROM") or "noreply@localhost"
     message["To"] = formataddr((user.display_name or "", user.email))
     domain = message["From"].rsplit("@", 1)[-1].strip("> ") or "localhost"
-    message["Message-ID"] = make_msgid(idstring=f"notice-{notice.id}.{notice.delivery_id}", domain=domain)
+    # The same for every try of one delivery, so a copy sent again after a crash is known as such.
+    message["Message-ID"] = f"<notice-{notice.id}.{notice.delivery_id}@{domain}>"
     lines = [f"{user.display_name or user.email}，您好：", "", notice.body]
     url = absolute_link(notice.link)
     if url:

@@ -52,6 +52,8 @@ def test_an_approval_reaches_the_members_by_email_with_chinese_text_and_the_link
     assert message["Subject"] == f"【湘西香伴】“{application.product.name}”已通过县级审核"
     assert coop_member.email in message["To"]
     assert "noreply@xiangban.test" in message["From"]
+    [delivery] = [d for d in _deliveries() if d.notification.user_id == coop_member.id]
+    assert message["Message-ID"] == f"<notice-{delivery.notification_id}.{delivery.id}@xiangban.test>"
     text = message.get_content()
     assert "申请已转州级认定" in text and "审核意见：同意" in text
     assert f"https://trace.example.cn/certifications/{application.id}" in text
