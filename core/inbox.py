@@ -3,7 +3,10 @@
 Everyone signed in has one; each user only ever sees and marks their own notices (another
 user's id is a 404, as an absent one).
 """
+import logging
+
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy.exc import SQLAlchemyError
 
 from core import notifications
 from core.auth import current_user, require_login
@@ -11,6 +14,7 @@ from core.http import list_envelope, page_params
 from core.identifiers import whole_number
 from core.schemas import NotificationSchema
 
+log = logging.getLogger(__name__)
 bp = Blueprint("notifications", __name__)
 api = Blueprint("notifications_api", __name__, url_prefix="/api/v1")
 
@@ -27,7 +31,13 @@ def unread_badge() -> int:
     # Kept on the request (tests reuse one app context, and so one ``g``, across requests).
     cached = getattr(request, "_unread_notifications", None)
     if cached is None:
-        cached = request._unread_notifications = notifications.unread_count(current_user())
+        try:
+            cached = notifications.unread_count(current_user())
+        except SQLAlchemyError:
+            # The error page of a request whose transaction failed must still render.
+            log.warning("unread count unavailable on %s", request.path)
+            cached = 0
+        request._unread_notifications = cached
     return cached
 
 

@@ -417,3 +417,21 @@ def test_addresses_at_reserved_test_domains_get_no_email(make):
     with transaction():
         [notice] = notify(demo, "test", "演示", "正文")
     assert notice.deliveries == [] and len(_notices(demo)) == 1
+
+
+def test_pages_still_render_when_the_unread_count_cannot_be_read(client, make, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from core import notifications
+
+    me = make.user(Role.CONSUMER)
+    _seed(me, 1)
+
+    def database_gone(user):
+        raise OperationalError("SELECT count(*)", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(notifications, "unread_count", database_gone)
+    with client.session_transaction() as session:
+        session.update(user_id=me.id, gen=me.token_generation, sid="q" * 32)
+    response = client.get("/")
+    assert response.status_code == 200 and "unread-count" not in response.get_data(as_text=True)
