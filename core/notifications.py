@@ -77,6 +77,8 @@ class Notification(db.Model):
     #: Body and link are erased once every delivery is over (they carry a one-time secret).
     sensitive = db.Column(db.Boolean, nullable=False, default=False, server_default=sa.false())
     dedupe_key = db.Column(db.String(120), nullable=True)
+    #: Not delivered after this moment (a reset link that no longer works is not worth sending).
+    expires_at = db.Column(UTCDateTime, nullable=True)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     read_at = db.Column(UTCDateTime, nullable=True)
 
@@ -155,7 +157,7 @@ def channels() -> dict[str, Channel]:
 
 def notify(recipients: User | Iterable[User], kind: str, title: str, body: str, link: str | None = None, *,
            dedupe_key: str | None = None, in_app: bool = True, sensitive: bool = False,
-           only_channels: Iterable[str] | None = None) -> list[Notification]:
+           only_channels: Iterable[str] | None = None, expires_at: datetime | None = None) -> list[Notification]:
     """Queue a notice for each active recipient in the caller's transaction (the caller commits).
 
     :param recipients: a user or users (duplicates and deactivated accounts are skipped).
@@ -168,6 +170,7 @@ def notify(recipients: User | Iterable[User], kind: str, title: str, body: str, 
     :param in_app: False for e-mail-only messages.
     :param sensitive: erase body and link once delivered (one-time secrets).
     :param only_channels: restrict delivery to these channel names (default: every registered one).
+    :param expires_at: deliveries still waiting at this moment are dropped (``failed``), not sent.
     """
     unique: list[User] = []
     for user in [recipients] if isinstance(recipients, User) else recipients:
@@ -183,7 +186,8 @@ def notify(recipients: User | Iterable[User], kind: str, title: str, body: str, 
     created = []
     for user in unique:
         notice = Notification(user_id=user.id, user=user, kind=kind, title=title[:200], body=body, link=link,
-                              in_app=in_app, sensitive=sensitive, dedupe_key=dedupe_key, created_at=now)
+                              in_app=in_app, sensitive=sensitive, dedupe_key=dedupe_key, expires_at=expires_at,
+                              created_at=now)
         for channel in _CHANNELS.values():
             if (allowed is None or channel.name in allowed) and channel.wants(notice, user):
                 notice.deliveries.append(NotificationDelivery(channel=channel.name, status=PENDING, attempts=0,
@@ -401,11 +405,12 @@ def deliver_claimed(channel: Channel, delivery_id: int, report: SendReport, now:
     row, person = delivery.notification, delivery.notification.user
     notice = Outgoing(row.id, row.kind, row.title, row.body, row.link, row.created_at, delivery.id, delivery.attempts)
     user = Recipient(person.id, person.email, person.display_name, person.is_active)
-    attempts = delivery.attempts
+    attempts, expires_at = delivery.attempts, row.expires_at
     db.session.commit()  # end the read transaction: nothing is held while the network answers
     now = now or utcnow()
-    if not user.is_active:
-        _record(delivery_id, status=FAILED, now=now, error="账号已停用，未发送")
+    if not user.is_active or (expires_at is not None and expires_at <= now):
+        _record(delivery_id, status=FAILED, now=now,
+                error="账号已停用，未发送" if not user.is_active else "已过有效期，未发送")
         report.failed += 1
         return
     try:

@@ -13,7 +13,7 @@ administrator or county reviewer opens an account and ticks "send a link to set 
 """
 import hashlib
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -67,13 +67,13 @@ def _find_active(email) -> User | None:
     return user if user is not None and user.is_active else None
 
 
-def _issue(user: User, lifetime: timedelta) -> str:
-    """Store a new token's hash for ``user`` (caller's transaction) and return the token."""
+def _issue(user: User, lifetime: timedelta) -> tuple[str, datetime]:
+    """Store a new token's hash for ``user`` (caller's transaction); return the token and its end."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
     db.session.add(PasswordResetToken(user_id=user.id, token_hash=token_hash(token), created_at=now,
                                       expires_at=now + lifetime))
-    return token
+    return token, now + lifetime
 
 
 def request_reset(email) -> None:
@@ -89,11 +89,11 @@ def request_reset(email) -> None:
         return
     minutes = reset_minutes()
     try:
-        token = _issue(user, timedelta(minutes=minutes))
+        token, ends = _issue(user, timedelta(minutes=minutes))
         notify(user, "password_reset", "重设密码", f"有人（希望是您本人）申请重设湘西香伴平台账号 {user.email} 的密码。"
                f"请在 {minutes} 分钟内打开下面的链接设置新密码，链接只能使用一次。\n"
                "如果不是您本人操作，请忽略此邮件，您的密码不会改变。",
-               f"/password/reset/{token}", in_app=False, sensitive=True, only_channels=("email",))
+               f"/password/reset/{token}", in_app=False, sensitive=True, only_channels=("email",), expires_at=ends)
         record_event(subject_type="user", subject_id=user.id, action="password_reset_requested",
                      data={"expires_minutes": minutes})
         db.session.commit()
@@ -104,11 +104,11 @@ def request_reset(email) -> None:
 
 def send_set_password_link(user: User, actor: User | None) -> None:
     """Queue a link for a newly opened account to choose its own password (caller commits)."""
-    token = _issue(user, timedelta(hours=SET_PASSWORD_HOURS))
+    token, ends = _issue(user, timedelta(hours=SET_PASSWORD_HOURS))
     notify(user, "account_created", "您的湘西香伴账号已开通",
            f"已为您开通湘西香伴平台账号（{user.email}）。请在 {SET_PASSWORD_HOURS} 小时内打开下面的链接设置登录密码，"
            "链接只能使用一次；过期后可在登录页点“忘记密码”重新获取。",
-           f"/password/reset/{token}", in_app=False, sensitive=True, only_channels=("email",))
+           f"/password/reset/{token}", in_app=False, sensitive=True, only_channels=("email",), expires_at=ends)
     record_event(subject_type="user", subject_id=user.id, action="set_password_link_sent", actor=actor,
                  data={"expires_hours": SET_PASSWORD_HOURS})
 

@@ -29,6 +29,7 @@ def upgrade():
     sa.Column('in_app', sa.Boolean(), server_default=sa.true(), nullable=False),
     sa.Column('sensitive', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
+    sa.Column('expires_at', core.timeutil.UTCDateTime(), nullable=True),
     sa.Column('created_at', core.timeutil.UTCDateTime(), nullable=False),
     sa.Column('read_at', core.timeutil.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_notifications_user_id_users'),

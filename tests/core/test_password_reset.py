@@ -186,3 +186,12 @@ def test_registering_a_taken_email_tells_its_owner_by_email_once_a_day(client, m
     [message] = smtp_server.to(owner.email)
     assert "有人尝试用您的邮箱注册" in message["Subject"] and "/password/forgot" in message.get_content()
     assert client.get("/api/v1/notifications", headers=make.headers(owner)).get_json()["total"] == 0
+
+
+def test_a_reset_mail_still_waiting_when_its_link_expires_is_not_sent(client, make, smtp_server):
+    user = make.user(Role.CONSUMER)
+    _ask(client, user.email)
+    report = send_pending(now=utcnow() + timedelta(minutes=61))  # the mail server was down for an hour
+    assert report.failed == 1 and smtp_server.messages == []
+    notice = db.session.scalar(sa.select(Notification).where(Notification.kind == "password_reset"))
+    assert notice.link is None and "已过有效期" in notice.deliveries[0].last_error
