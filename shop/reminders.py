@@ -5,6 +5,8 @@ pro rata to the days gone (the figures of ``shop.reports``: the same target and 
 reports show). Its canteen buyers are told at most once a month (``dedupe_key`` per unit and
 month), with how much is left to buy.
 """
+from datetime import date
+
 from core.models import Role
 from core.money import format_yuan
 from core.notifications import active_users, notify
@@ -14,8 +16,6 @@ from shop.reports.services import reserved_share_items
 
 def expected_by_now(target_fen: int, today) -> int:
     """The part of a yearly target that should be bought by ``today`` (days gone, today included)."""
-    from datetime import date
-
     days_in_year = (date(today.year + 1, 1, 1) - date(today.year, 1, 1)).days
     return target_fen * today.timetuple().tm_yday // days_in_year
 

@@ -12,8 +12,7 @@ from core.models import Role
 from core.notifications import (FAILED, PENDING, SENT, Notification, NotificationDelivery, notify, run_reminders,
                                 send_pending)
 from core.timeutil import shanghai_today, utcnow
-from tests.certification.factories import (certified_product, member, prefecture, product, reviewer,
-                                           submitted)
+from tests.certification.factories import certified_product, member, prefecture, reviewer, submitted
 from tests.mail_helpers import free_port, smtp_server  # noqa: F401  (fixture)
 
 
@@ -303,6 +302,28 @@ def test_a_canteen_behind_its_reserved_share_is_reminded_once_a_month(make):
     assert notice.dedupe_key.endswith(f"{shanghai_today():%Y-%m}")
     assert _notices(other) == []
     assert run_reminders()["canteen_share_behind"] == 0
+
+
+def test_a_canteen_on_pace_with_its_reserved_share_is_not_reminded(make):
+    from tests.shop.factories import paid_order
+    from tests.traceability.factories import batch
+
+    unit = make.budget_unit(annual_canteen_budget_fen=1_000_000, reserved_share="0.10")  # target ¥1,000
+    buyer = make.user(Role.CANTEEN_BUYER, budget_unit=unit)
+    order = paid_order(buyer, [(batch(certified_product(make), quantity=10), 8)], paid_at=utcnow(), channel="canteen")
+    order.budget_unit_id = unit.id  # ¥1,024 bought
+    db.session.commit()
+    assert run_reminders()["canteen_share_behind"] == 0 and _notices(buyer) == []
+
+
+def test_the_share_expected_by_now_grows_with_the_days_of_the_year():
+    from datetime import date
+
+    from shop.reminders import expected_by_now
+
+    assert expected_by_now(36_500, date(2026, 1, 1)) == 100
+    assert expected_by_now(36_500, date(2026, 7, 2)) == 18_300
+    assert expected_by_now(36_500, date(2026, 12, 31)) == 36_500
 
 
 # ---------------------------------------------------------------- the inbox
