@@ -1,4 +1,5 @@
 """Kernel JSON API: auth (tokens, sign-out, password), me, staff accounts, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
+import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -130,8 +131,18 @@ def list_users():
 @bp.post("/users")
 @require_roles(*users.ACCOUNT_MANAGERS)
 def create_user():
-    """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives)."""
-    user = users.create_user(json_body(), actor=current_user())
+    """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives).
+
+    ``"send_password_link": true`` e-mails the account a one-time link to choose its password;
+    ``password`` may then be left out.
+    """
+    data = json_body()
+    send_link = data.pop("send_password_link", False)
+    if not isinstance(send_link, bool):
+        raise ValidationFailed(fields={"send_password_link": ["须为 true 或 false"]})
+    if send_link and not data.get("password"):
+        data["password"] = secrets.token_urlsafe(24)  # never told to anyone: the link sets the real one
+    user = users.create_user(data, actor=current_user(), send_password_link=send_link)
     return jsonify(AccountSchema().dump(user)), 201
 
 

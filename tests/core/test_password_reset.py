@@ -195,3 +195,18 @@ def test_a_reset_mail_still_waiting_when_its_link_expires_is_not_sent(client, ma
     assert report.failed == 1 and smtp_server.messages == []
     notice = db.session.scalar(sa.select(Notification).where(Notification.kind == "password_reset"))
     assert notice.link is None and "已过有效期" in notice.deliveries[0].last_error
+
+
+def test_the_users_api_can_send_the_set_password_link_instead_of_a_password(client, make, smtp_server):
+    admin = make.headers(make.user(Role.ADMIN))
+    response = client.post("/api/v1/users", headers=admin, json={
+        "email": "finance.new@test.cn", "display_name": "新财务", "role": "finance", "send_password_link": True})
+    assert response.status_code == 201, response.get_json()
+    send_pending()
+    [message] = smtp_server.to("finance.new@test.cn")
+    assert _confirm(client, LINK.search(message.get_content()).group(1)).status_code == 200
+    refused = client.post("/api/v1/users", headers=admin, json={
+        "email": "x@test.cn", "display_name": "x", "role": "finance", "send_password_link": "yes"})
+    assert refused.status_code == 422 and "send_password_link" in refused.get_json()["error"]["fields"]
+    assert client.post("/api/v1/users", headers=admin, json={
+        "email": "y@test.cn", "display_name": "y", "role": "finance"}).status_code == 422  # no password, no link
