@@ -105,7 +105,8 @@ def register_blueprints(app: Flask) -> None:
 
     search.init_app(app)
     register_notifications()
-    for blueprint in (core_views, accounts_views, notifications_views, certification_views, shop_cli, shop_views, traceability_views, search_views):
+    for blueprint in (core_views, accounts_views, notifications_views, certification_views, shop_cli, shop_views,
+                      traceability_views, search_views):
         app.register_blueprint(blueprint)
     for api in (core_api, notifications_api, certification_api, shop_api, traceability_api, search_api):
         csrf.exempt(api)
