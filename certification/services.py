@@ -54,6 +54,7 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Cooperative, Role, User, Village
 from core.money import format_yuan
+from core.notifications import active_users, notify
 from core.signals import notify_products_changed
 from core.timeutil import shanghai_today, utcnow
 
@@ -487,6 +488,7 @@ def submit_application(actor: User, product_id: int, data: dict, evidence_files:
         db.session.add(application)
         product.status = ProductStatus.SUBMITTED.value
         db.session.flush()
+        _notify_submitted(product, application, renews)
         record_event(
             subject_type="certification", subject_id=application.id, action="submit", actor=actor,
             from_state=None, to_state=CertificationStatus.SUBMITTED.value,
@@ -604,6 +606,7 @@ def decide_application(actor: User, certification_id: int, data: dict) -> Certif
             product.certificate = application
     application.status = new
     product.status = new
+    _notify_decision(product, application, stage, new, fields["comment"])
     record_event(subject_type="certification", subject_id=application.id, action=fields["decision"],
                  actor=actor, from_state=stage, to_state=new, comment=fields["comment"], data=data_out)
     commit_or_conflict("证书编号冲突，请重试", "conflict")
@@ -651,9 +654,45 @@ def revoke_certificate(actor: User, certification_id: int, data: dict) -> Certif
                      from_state=stage, to_state=CertificationStatus.REJECTED.value,
                      comment=f"所依据的证书 {application.certificate_no} 已被撤销：{reason}",
                      data={"product_id": product.id, "automatic": True, "revoked_id": application.id})
+    notify(active_users(Role.COOPERATIVE, cooperative_ids=[product.cooperative_id]), "certification_decision",
+           f"“{product.name}”的认定证书已被撤销",
+           f"州级认定员撤销了证书 {application.certificate_no}，产品已下架。撤销理由：{reason}"
+           + ("\n审核中的续期申请已一并关闭。" if pending is not None else ""),
+           f"/certifications/{application.id}")
     db.session.commit()
     notify_products_changed(product.id)
     return application
+
+
+def _notify_submitted(product: Product, application: Certification, renews: Certification | None) -> None:
+    """Tell the county's reviewers that an application waits for them (caller's transaction)."""
+    cooperative = product.cooperative
+    notify(active_users(Role.COUNTY_REVIEWER, county=cooperative.county), "application_waiting",
+           f"待县级审核：{product.name}",
+           f"{cooperative.name}提交了“{product.name}”的{'续期' if renews else '认定'}申请，等待县级审核。",
+           f"/certifications/{application.id}")
+
+
+def _notify_decision(product: Product, application: Certification, stage: str, new: str, comment: str) -> None:
+    """Tell the cooperative what was decided, and the prefecture when the county passed it on."""
+    level = "县级审核" if stage == CertificationStatus.SUBMITTED.value else "州级认定"
+    if new == CertificationStatus.REJECTED.value:
+        title, body = f"“{product.name}”未通过{level}", f"{level}未通过。理由：{comment}"
+    elif new == CertificationStatus.CERTIFIED.value:
+        title = f"“{product.name}”已获湘西香伴品牌认定"
+        body = (f"证书编号 {application.certificate_no}，有效期 {application.valid_from.isoformat()} 至 "
+                f"{application.valid_until.isoformat()}。现在可以登记批次、生成溯源码并上架销售。")
+    else:
+        title, body = f"“{product.name}”已通过县级审核", "申请已转州级认定，请留意认定结果。"
+    if comment and new != CertificationStatus.REJECTED.value:
+        body += f"\n审核意见：{comment}"
+    link = f"/certifications/{application.id}"
+    notify(active_users(Role.COOPERATIVE, cooperative_ids=[product.cooperative_id]), "certification_decision",
+           title, body, link)
+    if new == CertificationStatus.COUNTY_APPROVED.value:
+        notify(active_users(Role.PREFECTURE_REVIEWER), "application_waiting", f"待州级认定：{product.name}",
+               f"{product.cooperative.name}的“{product.name}”已通过{product.cooperative.county}县级审核，等待州级认定。",
+               link)
 
 
 def applications_query(viewer: User, *, status: str | None = None, county: str | None = None,

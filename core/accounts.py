@@ -1,5 +1,7 @@
 """Account pages: one's own account (password, sign out everywhere) and the staff accounts that
 administrators and county reviewers manage (账号管理)."""
+import secrets
+
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
@@ -18,7 +20,9 @@ bp = Blueprint("accounts", __name__)
 #: Audit actions of an account, as the detail page names them.
 ACTION_LABELS = {"create": "开设账号", "register": "注册", "deactivate": "停用", "activate": "恢复启用",
                  "rename": "修改称呼", "password_change": "修改密码", "sign_out_everywhere": "退出所有设备",
-                 "registration_attempt": "有人用此邮箱注册"}
+                 "registration_attempt": "有人用此邮箱注册",
+                 "password_reset_requested": "申请重设密码", "password_reset": "通过邮件链接重设密码",
+                 "set_password_link_sent": "发送设置密码链接"}
 
 
 def _errors_of(exc: Exception) -> dict:
@@ -74,11 +78,19 @@ def account_index():
                            else [], filters=request.args)
 
 
+def _sends_password_link() -> bool:
+    """The form's "send a link to set the password" box."""
+    return request.form.get("send_password_link") == "1"
+
+
 def _create_form_data() -> dict:
     """The new-account form as ``create_user`` input (scopes only when chosen)."""
     form = request.form
     data = {name: form.get(name, "").strip() for name in ("email", "display_name", "password", "role")}
     data["password"] = form.get("password", "")
+    if _sends_password_link() and not data["password"]:
+        # Nobody ever learns this one: the account's owner chooses a password through the link.
+        data["password"] = secrets.token_urlsafe(24)
     data["county"] = form.get("county") or None
     for name in ("cooperative_id", "budget_unit_id"):
         raw = form.get(name, "")
@@ -97,7 +109,7 @@ def account_new():
     errors: dict = {}
     if request.method == "POST":
         try:
-            user = users.create_user(_create_form_data(), actor=actor)
+            user = users.create_user(_create_form_data(), actor=actor, send_password_link=_sends_password_link())
         except ValidationError as exc:
             errors = _errors_of(exc)
         except AppError as exc:
@@ -105,7 +117,8 @@ def account_new():
                 raise
             errors = _errors_of(exc)
         else:
-            flash(f"已开设账号：{user.email}（{user.role_enum.label}）")
+            flash(f"已开设账号：{user.email}（{user.role_enum.label}）"
+                  + ("，设置密码的链接将发送到该邮箱" if _sends_password_link() else ""))
             return redirect(url_for("accounts.account_detail", user_id=user.id))
     budget_units = list(db.session.scalars(sa.select(BudgetUnit).order_by(BudgetUnit.name))) \
         if actor.has_role(Role.ADMIN) else []

@@ -1,10 +1,11 @@
 """Kernel JSON API: auth (tokens, sign-out, password), me, staff accounts, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
+import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
 
-from core import budget_units, cooperatives, users, village_targets, villages
+from core import budget_units, cooperatives, password_reset, users, village_targets, villages
 from core.auth import current_user, issue_token, remember_device, require_login, require_roles
 from core.errors import ValidationFailed
 from core.extensions import db
@@ -12,7 +13,8 @@ from core.http import json_body, list_envelope, page_params
 from core.models import ROLE_VALUES, Role
 from core.ratelimit import rate_limited
 from core.schemas import (AccountSchema, BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema,
-                          UserSchema, VillageQuerySchema, VillageSchema, VillageTargetOutSchema)
+                          PasswordResetConfirmSchema, PasswordResetRequestSchema, UserSchema, VillageQuerySchema,
+                          VillageSchema, VillageTargetOutSchema)
 from core.timeutil import isoformat, utcnow
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
@@ -77,6 +79,23 @@ def change_password():
     return jsonify(_token_body(user))
 
 
+@bp.post("/auth/password-reset")
+@rate_limited("password_reset", 5)
+def request_password_reset():
+    """``{"email"}``: e-mail a one-time reset link if the address has an account; 202 either way."""
+    fields = PasswordResetRequestSchema().load(json_body())
+    password_reset.request_reset(fields["email"])
+    return jsonify({"message": password_reset.REQUEST_MESSAGE}), 202
+
+
+@bp.post("/auth/password-reset/confirm")
+def confirm_password_reset():
+    """``{"token", "new_password"}``: set the password; every session and token of the account ends."""
+    fields = PasswordResetConfirmSchema().load(json_body())
+    user = password_reset.reset_password(fields["token"], fields["new_password"])
+    return jsonify({"message": "密码已重设，请用新密码登录", "user": UserSchema().dump(user)})
+
+
 # ---------------------------------------------------------------- accounts (admin, county reviewers)
 
 def _flag_arg(name: str) -> bool | None:
@@ -112,8 +131,18 @@ def list_users():
 @bp.post("/users")
 @require_roles(*users.ACCOUNT_MANAGERS)
 def create_user():
-    """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives)."""
-    user = users.create_user(json_body(), actor=current_user())
+    """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives).
+
+    ``"send_password_link": true`` e-mails the account a one-time link to choose its password;
+    ``password`` may then be left out.
+    """
+    data = json_body()
+    send_link = data.pop("send_password_link", False)
+    if not isinstance(send_link, bool):
+        raise ValidationFailed(fields={"send_password_link": ["须为 true 或 false"]})
+    if send_link and not data.get("password"):
+        data["password"] = secrets.token_urlsafe(24)  # never told to anyone: the link sets the real one
+    user = users.create_user(data, actor=current_user(), send_password_link=send_link)
     return jsonify(AccountSchema().dump(user)), 201
 
 

@@ -71,11 +71,15 @@ def register_blueprints(app: Flask) -> None:
     import traceability.models  # noqa: F401
     import shop.models  # noqa: F401
     import shop.reports.models  # noqa: F401
+    import core.notifications  # noqa: F401  (notifications, notification_deliveries)
+    import core.password_reset  # noqa: F401  (password_reset_tokens)
     from core import navigation
     from core.models import Role
     from certification.api import bp as certification_api
     from certification.views import bp as certification_views
     from core.accounts import bp as accounts_views
+    from core.inbox import api as notifications_api
+    from core.inbox import bp as notifications_views
     from core.api import bp as core_api
     from core.views import bp as core_views
     from shop.api import bp as shop_api
@@ -100,14 +104,29 @@ def register_blueprints(app: Flask) -> None:
     navigation.register_nav("accounts.account_index", "账号管理", roles=(Role.ADMIN, Role.COUNTY_REVIEWER), order=90)
 
     search.init_app(app)
-    for blueprint in (core_views, accounts_views, certification_views, shop_cli, shop_views, traceability_views, search_views):
+    register_notifications()
+    for blueprint in (core_views, accounts_views, notifications_views, certification_views, shop_cli, shop_views,
+                      traceability_views, search_views):
         app.register_blueprint(blueprint)
-    for api in (core_api, certification_api, shop_api, traceability_api, search_api):
+    for api in (core_api, notifications_api, certification_api, shop_api, traceability_api, search_api):
         csrf.exempt(api)
         app.register_blueprint(api)
     app.register_blueprint(reports_views)
     csrf.exempt(reports_api)
     app.register_blueprint(reports_api)
+
+
+def register_notifications() -> None:
+    """Delivery channels of the outbox and the daily reminder producers (``core.notifications``)."""
+    from certification.reminders import remind_certificates, remind_evidence
+    from core.mail import EmailChannel
+    from core.notifications import register_channel, register_reminder
+    from shop.reminders import remind_canteens_behind
+
+    register_channel(EmailChannel())
+    register_reminder("certificate_renewal", remind_certificates)
+    register_reminder("evidence_expiring", remind_evidence)
+    register_reminder("canteen_share_behind", remind_canteens_behind)
 
 
 #: No inline script anywhere (``static/js/app.js`` carries the pages' behaviour); inline styles

@@ -200,3 +200,34 @@ def register(app: Flask) -> None:
         click.echo(f"已导入 {report.rows} 行：{report.changed} 个村的目标有变化，{report.unchanged} 个未变。")
 
     app.cli.add_command(targets_group)
+    app.cli.add_command(notifications_group)
+
+
+notifications_group = AppGroup("notifications", help="Deliver the notifications outbox and write daily reminders.")
+
+
+@notifications_group.command("send")
+@click.option("--loop", is_flag=True, help="Keep running, one pass every --interval seconds.")
+@click.option("--interval", type=float, default=30.0, show_default=True)
+@click.option("--batch", "batch_size", type=click.IntRange(1, 1000), default=50, show_default=True)
+def notifications_send(loop, interval, batch_size):
+    """Send due e-mail deliveries once (cron: every minute), retrying failures with backoff."""
+    from core.notifications import run_worker, send_pending
+
+    if loop:
+        run_worker(interval=interval, echo=click.echo)
+        return
+    report = send_pending(limit=batch_size)
+    click.echo(f"已发送 {report.sent} 条，稍后重试 {report.retried} 条，放弃 {report.failed} 条。")
+    for name in report.waiting_channels:
+        click.echo(f"渠道 {name} 未配置（如 SMTP_HOST），待发送的消息保留在发件箱中。")
+
+
+@notifications_group.command("remind")
+def notifications_remind():
+    """Write today's reminders (certificates and evidence expiring, canteens behind their share);
+    safe to run more than once a day: nothing is reminded twice for one period."""
+    from core.notifications import run_reminders
+
+    for name, count in run_reminders().items():
+        click.echo(f"{name}: {count}")

@@ -44,6 +44,13 @@ def engine_options_for(database_url: str) -> dict:
     return options
 
 
+def _host_of(url: str) -> str:
+    """The host name of a URL (for the default sender address)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or "localhost"
+
+
 def load_config(instance_path: Path) -> dict:
     """Build the Flask config mapping from environment variables."""
     env = os.environ
@@ -87,6 +94,17 @@ def load_config(instance_path: Path) -> dict:
         # Default yearly consumption-assistance sales target per village: ¥150,000 (plan 第四章 三(二)).
         "DEFAULT_VILLAGE_SALES_TARGET_FEN": 15_000_000,
         "CERTIFICATE_VALIDITY_YEARS": int(env.get("CERTIFICATE_VALIDITY_YEARS", 3)),
+        # E-mail of the notifications outbox (core.mail); without SMTP_HOST mail waits in the outbox.
+        "SMTP_HOST": env.get("SMTP_HOST", ""),
+        "SMTP_PORT": int(env.get("SMTP_PORT", 587)),
+        "SMTP_USER": env.get("SMTP_USER", ""),
+        "SMTP_PASSWORD": env.get("SMTP_PASSWORD", ""),
+        "SMTP_STARTTLS": bool(_flag(env.get("SMTP_STARTTLS"))),
+        "MAIL_FROM": env.get("MAIL_FROM") or f"湘西香伴 <noreply@{_host_of(public_base_url)}>",
+        "NOTIFICATION_MAX_ATTEMPTS": int(env.get("NOTIFICATION_MAX_ATTEMPTS", 6)),
+        "NOTIFICATION_RETRY_SECONDS": int(env.get("NOTIFICATION_RETRY_SECONDS", 60)),
+        # A password-reset link works this long, once.
+        "PASSWORD_RESET_MINUTES": int(env.get("PASSWORD_RESET_MINUTES", 60)),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         # Secure cookies (sent over HTTPS only) when the public address is https, unless set explicitly.

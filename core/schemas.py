@@ -245,3 +245,41 @@ class BudgetUnitYearSchema(Schema):
     year = fields.Integer()
     annual_canteen_budget_fen = fields.Integer()
     reserved_share = ShareString()
+
+
+class NotificationSchema(Schema):
+    """An in-app notice as the API shows it."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    title = fields.String()
+    body = fields.String()
+    link = fields.String(allow_none=True)
+    read = fields.Method("get_read")
+    created_at = fields.Method("get_created_at")
+    read_at = fields.Method("get_read_at")
+
+    def get_read(self, notice):
+        return notice.read_at is not None
+
+    def get_created_at(self, notice):
+        return isoformat(notice.created_at)
+
+    def get_read_at(self, notice):
+        return isoformat(notice.read_at)
+
+
+class PasswordResetRequestSchema(Schema):
+    """``{"email"}``: where to send a reset link (answered alike whether or not it has an account)."""
+
+    email = fields.Email(required=True, validate=validate.Length(max=254, error="邮箱过长（最多 254 个字符）"),
+                         error_messages={"required": "必填", "invalid": "邮箱格式不正确"})
+
+
+class PasswordResetConfirmSchema(Schema):
+    """``{"token", "new_password"}``: the link's token and the new password (the rule is checked
+    by the service, with the account's e-mail)."""
+
+    token = fields.String(required=True, validate=validate.Length(min=1, max=200, error="链接无效"),
+                          error_messages={"required": "必填"})
+    new_password = fields.String(required=True, load_only=True, error_messages={"required": "必填"})

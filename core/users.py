@@ -13,9 +13,11 @@ from core.db import unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.extensions import db
 from core.models import BudgetUnit, Cooperative, Role, User, Village
+from core.notifications import notify
 from core.passwords import password_problems
 from core.ratelimit import SignInLimits
 from core.schemas import PasswordChangeSchema, RegisterSchema, UserCreateSchema, UserUpdateSchema
+from core.timeutil import shanghai_today
 
 #: Who may open the account pages and ``/api/v1/users``.
 ACCOUNT_MANAGERS = (Role.ADMIN, Role.COUNTY_REVIEWER)
@@ -58,7 +60,7 @@ def register_consumer(data: dict) -> Registration:
     e-mail was taken.
 
     A taken e-mail changes no account: the attempt is recorded on the existing account's audit
-    trail (so its owner can be told by e-mail once the outbox exists) and the caller gets a
+    trail, its owner is told by e-mail (once a day at most) and the caller gets a
     ``Registration`` without a user, answered like a success (README "Registration").
 
     :raise ValidationError: invalid input or a password the rule refuses (422).
@@ -88,10 +90,27 @@ def register_consumer(data: dict) -> Registration:
 
 
 def _registration_of_taken_email(existing: User, fields: dict) -> Registration:
-    """Record the attempt on the existing account and answer like a success without a user."""
-    record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
-                 comment="有人用此邮箱注册（账号未改变）")
-    db.session.commit()
+    """Record the attempt on the existing account, tell its owner, and answer like a success
+    without a user."""
+    for notify_owner in (True, False):
+        record_event(subject_type="user", subject_id=existing.id, action="registration_attempt",
+                     comment="有人用此邮箱注册（账号未改变）")
+        if notify_owner:
+            # The owner learns of it by e-mail, at most once a day (someone may try again and again).
+            notify(existing, "registration_attempt", "有人尝试用您的邮箱注册",
+                   f"有人在湘西香伴平台用您的邮箱 {existing.email} 申请注册新账号，您的账号未受影响。"
+                   "如果是您本人忘记了已有账号，可以直接登录，或通过下面的链接重设密码；如果不是您本人，请忽略此邮件。",
+                   "/password/forgot", in_app=False, only_channels=("email",),
+                   dedupe_key=f"registration_attempt:{shanghai_today().isoformat()}")
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # A simultaneous attempt wrote today's notice first: keep the audit record, not a second mail.
+            db.session.rollback()
+            if not notify_owner:
+                raise
+            continue
+        break
     return Registration(fields["email"].lower(), fields["display_name"], None)
 
 
@@ -131,12 +150,13 @@ def _ensure_may_create(actor: User | None, role: Role, cooperative_id) -> None:
     raise Forbidden("县级审核员只能开设合作社账号" if actor.has_role(Role.COUNTY_REVIEWER) else "无权开设账号")
 
 
-def create_user(data: dict, actor: User | None = None) -> User:
+def create_user(data: dict, actor: User | None = None, *, send_password_link: bool = False) -> User:
     """Create an account with any role and the scope that role needs (audited).
 
     County reviewers need a county, cooperative members a cooperative, canteen buyers a
     budget unit; a scope that does not belong to the role is refused rather than ignored.
-    ``actor`` None is the command line.
+    ``actor`` None is the command line. ``send_password_link``: e-mail the new account a
+    one-time link to choose its own password, in the same transaction (``core.password_reset``).
 
     :raise Forbidden: ``actor`` may not create this account (``_ensure_may_create``).
     :raise ValidationFailed: invalid input, missing or foreign scope, or a taken email.
@@ -166,6 +186,10 @@ def create_user(data: dict, actor: User | None = None) -> User:
                      data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
                            "budget_unit_id": user.budget_unit_id, "email": user.email,
                            "is_approver": user.is_approver})
+        if send_password_link:
+            from core.password_reset import send_set_password_link
+
+            send_set_password_link(user, actor)
     return user
 
 

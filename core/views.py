@@ -7,7 +7,7 @@ from urllib.parse import quote, urlsplit
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, session, url_for
 from marshmallow import ValidationError
 
-from core import budget_units, cooperatives, users, village_targets, villages
+from core import budget_units, cooperatives, password_reset, users, village_targets, villages
 from core.auth import current_user, login_session, remember_device, require_roles
 from core.extensions import db
 from core.identifiers import whole_number
@@ -15,6 +15,7 @@ from core.models import Role, Village
 from core.money import format_yuan, parse_yuan
 from core.errors import AppError, RateLimited, Unauthorized
 from core.ratelimit import rate_limited
+from core.schemas import PasswordResetRequestSchema
 from core.timeutil import shanghai_today
 from core.village_registry import COUNTIES, ZONE_LABELS
 
@@ -100,6 +101,50 @@ def register():
             flash("注册申请已受理。若该邮箱已有账号，请直接登录。")
             return redirect(url_for("core.login"))
     return render_template("auth/register.html", errors=errors, form=request.form), (422 if errors else 200)
+
+
+@rate_limited("password_reset", 5)
+def _check_password_reset_rate():
+    """Share the API's reset-request limit (per address) with the form."""
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+def forgot_password():
+    """Ask for a reset link by e-mail; the answer is the same whether or not the e-mail has an account."""
+    errors: dict = {}
+    if request.method == "POST":
+        _check_password_reset_rate()
+        try:
+            fields = PasswordResetRequestSchema().load({"email": request.form.get("email", "").strip()})
+        except ValidationError as exc:
+            errors = exc.messages
+        else:
+            password_reset.request_reset(fields["email"])
+            return render_template("auth/forgot.html", sent=True, message=password_reset.REQUEST_MESSAGE,
+                                   errors={}, form={}, minutes=password_reset.reset_minutes())
+    return render_template("auth/forgot.html", sent=False, errors=errors, form=request.form,
+                           minutes=password_reset.reset_minutes()), (422 if errors else 200)
+
+
+@bp.route("/password/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    """Choose a new password with a one-time link; every session of the account ends."""
+    errors: dict = {}
+    if request.method == "POST":
+        try:
+            user = password_reset.reset_password(token, request.form.get("new_password", ""))
+        except AppError as exc:
+            if exc.status != 422:
+                raise
+            errors = exc.fields or {"_": [exc.message]}
+        else:
+            session.clear()
+            flash("密码已重设，所有设备上的登录均已失效，请用新密码登录")
+            return redirect(url_for("core.login"))
+    usable = password_reset.token_usable(token)
+    status = 422 if errors else (200 if usable else 404)
+    return render_template("auth/reset.html", usable=usable, errors=errors,
+                           invalid_message=password_reset.INVALID_TOKEN), status
 
 
 @bp.get("/villages")

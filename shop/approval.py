@@ -56,6 +56,8 @@ def decide(user: User, order_id: int, data: dict) -> Order:
             if order.payment_provider == "sandbox":
                 order.checkout_session_id, order.checkout_url = payments.create_checkout_session(
                     order, expires_at=order.reserved_until, base_url=current_app.config["PUBLIC_BASE_URL"])
+            if order.payment_method == "bank_transfer":
+                services.notify_transfer_waiting(order)
             record_event(subject_type="order", subject_id=order.id, action="approval_approved", actor=user,
                          from_state=order.status, to_state=order.status, comment=comment,
                          data={"total_fen": order.total_fen, "reserved_until": order.reserved_until.isoformat()})

@@ -28,6 +28,7 @@ from core.extensions import db
 from core.identifiers import whole_number
 from core.models import Role, User
 from core.money import format_yuan
+from core.notifications import active_users, notify
 from core.signals import notify_products_changed
 from core.timeutil import shanghai_today, to_shanghai, utcnow
 from shop import payments, stock
@@ -282,6 +283,7 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
         stock.take_write_lock()
         order = _create_order_rows(buyer, data, wanted, products, prices, utcnow(), canteen,
                                    idempotency_key, fingerprint, approval)
+        notify_order_waiting(order, buyer)  # before the batch locks: they are held until the commit
         candidates = stock.lock_candidate_batches(wanted, today)
         takes, short = stock.plan_allocation(wanted, candidates)
         if short:
@@ -475,7 +477,43 @@ def _mark_paid(order: Order, *, paid_at: datetime, actor, data: dict, comment: s
         .execution_options(synchronize_session=False))
     for allocation in order.allocations:
         db.session.expire(allocation, ["paid_at"])
+    notify_goods_to_ship(order)
     transition(order, OrderStatus.PAID, actor=actor, action="paid", comment=comment, data=data)
+
+
+def notify_goods_to_ship(order: Order) -> None:
+    """Tell each cooperative with goods to ship in a newly paid order (caller's transaction)."""
+    for fulfilment in sorted(order.fulfilments, key=lambda f: f.cooperative_id):
+        if fulfilment.status != "pending":
+            continue
+        goods = "、".join(f"{line.product_name} × {line.quantity}{line.unit}" for line in order.lines
+                         if line.cooperative_id == fulfilment.cooperative_id)
+        when = f"，要求送达日期 {order.delivery_date.isoformat()}" if order.delivery_date else ""
+        notify(active_users(Role.COOPERATIVE, cooperative_ids=[fulfilment.cooperative_id]), "order_to_ship",
+               f"新订单待发货：{order.number}",
+               f"订单 {order.number}（{'机关食堂' if order.channel == 'canteen' else '线上'}）已付款，本社商品：{goods}{when}。"
+               "请按时发货并填写物流单号。", "/cooperative/orders")
+
+
+def notify_transfer_waiting(order: Order) -> None:
+    """Tell finance that a bank-transfer order may now be paid and waits for their confirmation."""
+    notify(active_users(Role.FINANCE), "transfer_waiting", f"对公转账待确认：{order.number}",
+           f"机关食堂订单 {order.number} 应付 {format_yuan(order.total_fen)}，采购单位将按订单号对公转账。"
+           "到账后请核对银行流水并确认到账。", "/finance/orders")
+
+
+def notify_order_waiting(order: Order, buyer: User) -> None:
+    """A new canteen order: finance waits for its transfer, or the unit's approvers for their decision."""
+    if order.payment_method != "bank_transfer":
+        return
+    if order.approval_status == "pending":
+        approvers = [user for user in active_users(Role.CANTEEN_BUYER, budget_unit_id=order.budget_unit_id)
+                     if user.is_approver and user.id != buyer.id]
+        notify(approvers, "approval_waiting", f"订单待内部审批：{order.number}",
+               f"{buyer.display_name or buyer.email}提交的订单 {order.number} 金额 {format_yuan(order.total_fen)}，"
+               "超过本单位审批限额，需要您审批。", "/canteen/approvals")
+    elif order.approval_status is None:
+        notify_transfer_waiting(order)
 
 
 def handle_stripe_webhook(raw_body: bytes, signature_header: str | None) -> dict:

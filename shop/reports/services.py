@@ -509,6 +509,21 @@ def report_reserved_shares(actor: User, year: int) -> dict:
     """
     if actor is None or not actor.has_role(*CANTEEN_OVERVIEW_ROLES):
         raise Forbidden("当前角色无权查看各单位预留份额")
+    items = reserved_share_items(year)
+    with_quota = [item for item in items if item["has_quota"]]
+    target = sum(item["reserved_target_fen"] for item in with_quota)
+    purchased = sum(item["purchased_fen"] for item in with_quota)
+    totals = {"units": len(items), "units_with_quota": len(with_quota),
+              "units_at_target": sum(1 for item in with_quota if item["purchased_fen"] >= item["reserved_target_fen"]),
+              "units_below_policy": sum(1 for item in items if item["below_policy_minimum"]),
+              "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
+              "remaining_fen": sum(item["remaining_fen"] for item in with_quota)}
+    return {"year": year, "items": items, "totals": totals}
+
+
+def reserved_share_items(year: int) -> list[dict]:
+    """Every unit's reserved-share figures for the year, furthest behind first (no permission
+    check: ``report_reserved_shares`` for callers, the daily reminders for the system)."""
     purchases = (sa.select(Order.budget_unit_id.label("budget_unit_id"), _purchased_sum().label("purchased_fen"))
                  .where(*_canteen_purchase_conditions(year))
                  .group_by(Order.budget_unit_id).subquery("purchases"))
@@ -524,15 +539,7 @@ def report_reserved_shares(actor: User, year: int) -> dict:
         items.append(_with_flags(_share_item(row.BudgetUnit, in_force, row.purchased_fen), in_force))
     items.sort(key=lambda item: (not item["has_quota"], item["progress"], -item["remaining_fen"], item["name"],
                                  item["budget_unit_id"]))
-    with_quota = [item for item in items if item["has_quota"]]
-    target = sum(item["reserved_target_fen"] for item in with_quota)
-    purchased = sum(item["purchased_fen"] for item in with_quota)
-    totals = {"units": len(items), "units_with_quota": len(with_quota),
-              "units_at_target": sum(1 for item in with_quota if item["purchased_fen"] >= item["reserved_target_fen"]),
-              "units_below_policy": sum(1 for item in items if item["below_policy_minimum"]),
-              "reserved_target_fen": target, "purchased_fen": purchased, "progress": progress_of(purchased, target),
-              "remaining_fen": sum(item["remaining_fen"] for item in with_quota)}
-    return {"year": year, "items": items, "totals": totals}
+    return items
 
 
 def report_canteen_months(actor: User, unit_id: int, year: int) -> dict:

@@ -56,9 +56,14 @@ ACCESS = {
     ("traceability.resolve_short", "GET"): PUBLIC, ("traceability.resolve_digital_link", "GET"): PUBLIC,
     ("traceability.gs1_resolver_description", "GET"): PUBLIC,
     ("traceability.report_fake", "GET"): PUBLIC, ("traceability.report_fake", "POST"): PUBLIC,
+    ("core.forgot_password", "GET"): PUBLIC, ("core.forgot_password", "POST"): PUBLIC,
+    ("core.reset_password", "GET"): PUBLIC, ("core.reset_password", "POST"): PUBLIC,
     # ---- pages: signed in
     ("accounts.my_account", "GET"): LOGIN, ("accounts.my_account", "POST"): LOGIN,
     ("accounts.sign_out_everywhere", "POST"): LOGIN,
+    # everyone's own inbox: another user's notice is a 404 (tests/core/test_notifications.py)
+    ("notifications.inbox", "GET"): LOGIN, ("notifications.mark_read", "POST"): LOGIN,
+    ("notifications.mark_all_read", "POST"): LOGIN,
     ("certification.application_page", "GET"): LOGIN, ("certification.evidence_file", "GET"): LOGIN,
     ("shop.cart_import", "POST"): LOGIN, ("shop.checkout", "GET"): LOGIN, ("shop.checkout", "POST"): LOGIN,
     ("shop.my_orders", "GET"): LOGIN, ("shop.order_detail", "GET"): LOGIN, ("shop.order_document", "GET"): LOGIN,
@@ -104,6 +109,7 @@ ACCESS = {
     ("traceability.fake_reports", "GET"): (PR, ADM),
     # ---- API: public
     ("core_api.register", "POST"): PUBLIC, ("core_api.create_token", "POST"): PUBLIC,
+    ("core_api.request_password_reset", "POST"): PUBLIC, ("core_api.confirm_password_reset", "POST"): PUBLIC,
     ("core_api.list_villages", "GET"): PUBLIC, ("core_api.get_village", "GET"): PUBLIC,
     ("core_api.list_village_targets", "GET"): PUBLIC, ("core_api.get_cooperative", "GET"): PUBLIC,
     ("certification_api.list_products", "GET"): PUBLIC, ("certification_api.get_product", "GET"): PUBLIC,
@@ -111,7 +117,9 @@ ACCESS = {
     ("shop_api.product_reviews", "GET"): PUBLIC, ("shop_api.stripe_webhook", "POST"): PUBLIC,
     # ---- API: signed in
     ("core_api.me", "GET"): LOGIN, ("core_api.logout", "POST"): LOGIN, ("core_api.logout_everywhere", "POST"): LOGIN,
-    ("core_api.change_password", "POST"): LOGIN, ("core_api.get_budget_unit", "GET"): CANTEEN_PAGES,
+    ("core_api.change_password", "POST"): LOGIN,
+    ("notifications_api.list_notifications", "GET"): LOGIN, ("notifications_api.read_notification", "POST"): LOGIN,
+    ("notifications_api.read_all_notifications", "POST"): LOGIN, ("core_api.get_budget_unit", "GET"): CANTEEN_PAGES,
     ("certification_api.get_certification", "GET"): LOGIN,
     ("shop_api.create_order", "POST"): LOGIN, ("shop_api.list_orders", "GET"): LOGIN,
     ("shop_api.get_order", "GET"): LOGIN, ("shop_api.cancel_order", "POST"): OWN,
@@ -195,7 +203,7 @@ def _values(world) -> dict:
             "village_id": product.cooperative.village_id, "certification_id": product.certificate_id or 1,
             "evidence_id": 1, "image_id": 1, "request_id": 1, "statement_id": 1, "year": shanghai_today().year,
             "county": "古丈县", "kind": "purchase_order", "extension": "csv", "session_id": "cs_missing",
-            "name": "missing.jpg", "rest": "06901234567892/10/LOT1", "serial": world["serial"].serial}
+            "name": "missing.jpg", "notification_id": 1, "token": "not-a-reset-token", "rest": "06901234567892/10/LOT1", "serial": world["serial"].serial}
 
 
 def _path(rule, values) -> str:
