@@ -51,6 +51,7 @@ from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
 from core.models import Cooperative, Role, User, Village
 from core.money import format_yuan
+from core.notifications import active_users, notify
 from core.timeutil import (isoformat, shanghai_month_bounds, shanghai_today, shanghai_year_bounds, to_shanghai,
                            utcnow)
 from shop import stock
@@ -251,6 +252,11 @@ def issue_statements(actor: User | None, period: str, cooperative_id: int | None
                                "gross_fen": statement.gross_fen, "refunds_fen": statement.refunds_fen,
                                "net_fen": statement.net_fen, "line_count": statement.line_count,
                                "content_sha256": statement.content_sha256})
+            notify(active_users(Role.COOPERATIVE, cooperative_ids=[statement.cooperative_id]), "statement_issued",
+                   f"{period_label(period)}结算单已出具：应结 {format_yuan(statement.net_fen)}",
+                   f"平台已出具本社{period_label(period)}的结算单，共 {statement.line_count} 笔款项，"
+                   f"应结金额 {format_yuan(statement.net_fen)}。付款后会再通知。",
+                   f"/settlements/{statement.id}")
     return issued
 
 
@@ -299,6 +305,11 @@ def pay_statement(actor: User, statement_id: int, data: dict) -> SettlementState
                      from_state="issued", to_state="paid", comment=statement.bank_reference,
                      data={"bank_reference": statement.bank_reference, "paid_on": paid_on.isoformat(),
                            "net_fen": statement.net_fen, "cooperative_id": statement.cooperative_id})
+        notify(active_users(Role.COOPERATIVE, cooperative_ids=[statement.cooperative_id]), "statement_paid",
+               f"{period_label(statement.period)}结算款已支付：{format_yuan(statement.net_fen)}",
+               f"平台已于 {paid_on.isoformat()} 支付本社{period_label(statement.period)}的结算款 "
+               f"{format_yuan(statement.net_fen)}，银行流水号 {statement.bank_reference}。",
+               f"/settlements/{statement.id}")
     return statement
 
 

@@ -326,3 +326,21 @@ def test_parallel_issues_of_one_period_make_one_statement(app, make, world):
     assert all(getattr(o, "code", None) == "statement_exists" for o in outcomes if o not in succeeded), outcomes
     assert db.session.scalar(sa.select(sa.func.count(SettlementStatement.id))) == 1
     assert db.session.scalar(sa.select(sa.func.count(SettlementLine.id))) == 1
+
+
+def test_the_cooperative_members_are_told_when_a_statement_is_issued_and_paid(client, make, world):
+    from core.notifications import Notification
+
+    w = world
+    paid_order(w.buyer, [(w.tea_batch, 2)], paid_at=at(2, 5))
+    [statement] = _issue(client, make, w.finance, period(2)).get_json()["items"]
+    client.post(f"/api/v1/settlements/{statement['id']}/pay", json={"bank_reference": "HX20261207009"},
+                headers=make.headers(w.finance))
+    notices = db.session.scalars(sa.select(Notification).order_by(Notification.id)).all()
+    assert [(n.user_id, n.kind) for n in notices] == [(w.member_a.id, "statement_issued"),
+                                                      (w.member_a.id, "statement_paid")]
+    assert "¥256.00" in notices[0].title and "HX20261207009" in notices[1].body
+    assert notices[1].link == f"/settlements/{statement['id']}"
+    inbox = client.get("/api/v1/notifications?unread=1", headers=make.headers(w.member_a)).get_json()
+    assert inbox["total"] == 2
+    assert client.get("/api/v1/notifications", headers=make.headers(w.member_b)).get_json()["total"] == 0
