@@ -6,6 +6,8 @@ received four days after it when those days have come (one was partly refunded a
 damaged), so the latest two are one on its way and one still to ship. A canteen order was paid by bank transfer
 (finance confirmed it two days after it was placed, this year, so this year's canteen report has
 a purchase even in January) and received; another, placed a few hours ago, awaits its transfer.
+Finance issues each month's settlement statements (结算单) on the 5th of the next month and pays
+them on the 10th; the latest statement issued may still await payment.
 
 Each order takes only stock produced before its day (see ``stock_produced_before``).
 """
@@ -20,8 +22,9 @@ from core.demo import DemoTimeline
 from core.extensions import db
 from core.models import User
 from core.timeutil import to_shanghai
-from shop import inspection, payments, ratings, services
-from shop.models import Order
+from core.errors import Conflict
+from shop import inspection, payments, ratings, services, settlements
+from shop.models import Order, SettlementStatement
 from traceability.demo import stock_produced_before
 
 # (months ago, day of the month) of the online orders paid in earlier months, at 10:00 and later.
@@ -41,6 +44,10 @@ REFUNDED_AFTER = timedelta(days=5, hours=2)
 TRANSFER_TAKES = timedelta(days=2)
 CANTEEN_PAID_FRACTION = 0.5
 PENDING_CANTEEN_HOURS_AGO = 3
+# A month's settlement statements are issued on this day of the next month at 10:00 and paid on
+# this one at 15:00 (statements of the last SETTLED_MONTHS months).
+STATEMENT_ISSUE_DAY, STATEMENT_PAY_DAY = 5, 10
+SETTLED_MONTHS = 11
 ADDRESSES = (
     ("李小花", "13807430001", "湖南省长沙市岳麓区麓山南路 932 号"),
     ("王建国", "13807430002", "山东省济南市历下区泉城路 180 号"),
@@ -87,6 +94,7 @@ class _OrderStory:
         self.consumer, self.canteen, self.finance, self.admin = consumer, canteen, finance, admin
         self.steps: list[tuple[datetime, partial]] = []
         self.orders: dict[str, int] = {}  # a planned order's name → the order made, once made
+        self.statements: list[int] = []  # settlement statements issued, in order
 
     def plan_online(self) -> None:
         """Online orders over the last twelve months, each followed by what was due by now."""
@@ -103,6 +111,19 @@ class _OrderStory:
         self.plan_follow_up("canteen", self.canteen, paid)
         pending = self.timeline.now - timedelta(hours=PENDING_CANTEEN_HOURS_AGO)
         self.steps.append((pending, partial(self.order_for_canteen, "canteen-pending", pending, True)))
+
+    def plan_settlements(self) -> None:
+        """Each past month's statements, issued early in the next month and paid a few days later."""
+        for months_ago in range(SETTLED_MONTHS, 0, -1):
+            month = self.timeline.month_start(months_ago)
+            next_month = self.timeline.month_start(months_ago - 1)
+            issue = self.timeline.moment(next_month.replace(day=STATEMENT_ISSUE_DAY), 10)
+            pay = self.timeline.moment(next_month.replace(day=STATEMENT_PAY_DAY), 15)
+            period = f"{month:%Y-%m}"
+            if issue <= self.timeline.now:
+                self.steps.append((issue, partial(self.issue_statements, period)))
+            if pay <= self.timeline.now:
+                self.steps.append((pay, partial(self.pay_statements, period, pay)))
 
     def plan_follow_up(self, name: str, buyer: User, paid: datetime, refund: bool = False) -> None:
         """Plan what follows the payment of order ``name`` and is due by now: shipment, receipt, a refund."""
@@ -184,6 +205,21 @@ class _OrderStory:
             services.refund_order(self.finance, order.id, {"amount_fen": order.total_fen // 3,
                                                            "reason": "到货一件包装破损，协商部分退款"})
 
+    def issue_statements(self, period: str) -> None:
+        """Finance issues the statements of ``period`` (nothing when no cooperative sold anything)."""
+        try:
+            self.statements.extend(s.id for s in settlements.issue_statements(self.finance, period))
+        except Conflict:
+            pass
+
+    def pay_statements(self, period: str, moment: datetime) -> None:
+        """Finance records the bank transfers that paid ``period``'s statements."""
+        for statement_id in self.statements:
+            statement = db.session.get(SettlementStatement, statement_id)
+            if statement.period == period and statement.status == "issued":
+                settlements.pay_statement(self.finance, statement_id, {
+                    "bank_reference": f"JS{to_shanghai(moment):%Y%m%d}-{statement_id:04d}"})
+
     def report(self) -> list[str]:
         """What was made, line by line."""
         lines = []
@@ -204,6 +240,10 @@ class _OrderStory:
                          f"{'，已验货并完成履约评价' if order.completed_at else ''}）。")
         if "canteen-pending" in self.orders:
             lines.append("另有 1 笔机关食堂订单待财务确认对公转账（见“收款与退款”）。")
+        if self.statements:
+            paid = sum(db.session.get(SettlementStatement, i).status == "paid" for i in self.statements)
+            lines.append(f"财务已出具 {len(self.statements)} 份合作社月度结算单，其中 {paid} 份已付款"
+                         f"{'，其余待付款' if paid < len(self.statements) else ''}（见“合作社结算单”）。")
         return lines
 
 
@@ -229,5 +269,6 @@ def load(timeline: DemoTimeline | None = None) -> list[str]:
     else:
         story.plan_online()
     story.plan_canteen()
+    story.plan_settlements()
     timeline.run(story.steps)
     return lines + story.report()

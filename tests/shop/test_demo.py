@@ -85,3 +85,29 @@ def test_demo_orders_take_stock_produced_before_them_and_follow_payment(make):
 def test_demo_without_stock_says_so(make):
     _demo_accounts(make)
     assert "没有可售库存" in demo.load()[0]
+
+
+def test_demo_statements_are_issued_after_their_month_and_paid_after_issue_never_in_the_future(make, runner):
+    from core.timeutil import shanghai_month_bounds
+    from shop.models import SettlementStatement
+
+    _demo_accounts(make)
+    today = shanghai_today()
+    tea = certified_product(make, name="古丈毛尖", bulk_moq=20, valid_from=today - timedelta(days=600))
+    batch(tea, quantity=400, produced_on=today - timedelta(days=400))
+
+    demo.load()
+
+    statements = db.session.scalars(sa.select(SettlementStatement).order_by(SettlementStatement.id)).all()
+    assert len(statements) >= 5
+    now = utcnow()
+    for statement in statements:
+        year, month = map(int, statement.period.split("-"))
+        _, period_end = shanghai_month_bounds(year, month)
+        assert period_end <= statement.issued_at <= now
+        if statement.status == "paid":
+            assert statement.issued_at <= statement.paid_at <= now and statement.bank_reference
+    assert any(s.status == "paid" for s in statements)
+    assert verify_chain().ok
+    result = runner.invoke(args=["reports", "reconcile", "--year", str(today.year)])
+    assert result.exit_code == 0, result.output
