@@ -71,7 +71,7 @@ def register_blueprints(app: Flask) -> None:
     import traceability.models  # noqa: F401
     import shop.models  # noqa: F401
     import shop.reports.models  # noqa: F401
-    from core import navigation
+    from core import navigation, openapi
     from core.models import Role
     from certification.api import bp as certification_api
     from certification.views import bp as certification_views
@@ -108,6 +108,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_views)
     csrf.exempt(reports_api)
     app.register_blueprint(reports_api)
+    openapi.init_app(app)  # after every API blueprint: the document walks their routes
 
 
 #: No inline script anywhere (``static/js/app.js`` carries the pages' behaviour); inline styles
