@@ -123,7 +123,9 @@ def register_request_hooks(app: Flask) -> None:
     from core.auth import load_current_user
     from core.http import refuse_unusable_input
 
-    app.before_request(refuse_unusable_input)
+    # First of all (before Flask-WTF's CSRF check reads the form): a form part without a usable
+    # name would crash any reader of ``request.form``.
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_unusable_input)
     app.before_request(load_current_user)
 
     @app.after_request
