@@ -30,10 +30,12 @@ STRIPE_SIGNATURE = {"Stripe-Signature": {"required": True, "schema": {"type": "s
                                          "description": "Stripe 用 STRIPE_WEBHOOK_SECRET 对原始请求体的签名；不符为 400"}}
 RATINGS = {"type": "object", "properties": {
     "cooperative_id": {"type": "integer"}, "count": {"type": "integer"},
-    "averages": {"type": "object", "description": "quality、delivery、service 各自的平均分（无评价为 null）"},
+    "averages": {"type": "object", "description": "quality、delivery、service 各自的平均分，一位小数的字符串如 \"4.3\"（无评价为 null）",
+                 "additionalProperties": {"type": ["string", "null"], "pattern": r"^\d\.\d$"}},
     "items": {"type": "array", "items": CooperativeRatingOutSchema}}}
 REVIEWS = {"type": "object", "properties": {
-    "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": {"type": ["number", "null"]},
+    "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": {"type": ["string", "null"], "pattern": r"^\d\.\d$",
+                                                           "description": "平均分，一位小数的字符串如 \"4.3\"（精确，无浮点）"},
     "items": {"type": "array", "items": ReviewOutSchema}}}
 DOCUMENTS = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
     "kind": {"type": "string", "enum": ["purchase_order", "delivery_note", "payment_receipt"]},
