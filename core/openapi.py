@@ -33,7 +33,8 @@ ERROR_RESPONSES = {
     409: ("Conflict", "与当前状态冲突：库存不足、流程阶段不对、重复"),
     422: ("ValidationError", "输入校验未通过，fields 指出哪个字段、为什么"),
     429: ("RateLimited", "请求过于频繁（见 Retry-After 头），请稍后再试"),
-    503: ("ServiceUnavailable", "所需的外部服务未配置或暂不可用"),
+    502: ("BadGateway", "支付服务（Stripe）拒绝或无法连接，未做任何更改，请稍后再试"),
+    503: ("ServiceUnavailable", "所需的服务未配置或暂不可用（在线支付未开通、搜索索引重建中）"),
 }
 
 #: Alternative success bodies a view may answer instead of JSON (``files=``).
@@ -180,8 +181,7 @@ def _share_string(self, field_, ret, **kwargs) -> dict:
 class _Converter:
     """apispec's marshmallow converter, set up once per document."""
 
-    def __init__(self, spec: APISpec, plugin: MarshmallowPlugin):
-        self.spec = spec
+    def __init__(self, plugin: MarshmallowPlugin):
         self.plugin = plugin
         plugin.map_to_openapi_type(ShareString, "string", None)
         plugin.converter.add_attribute_function(_labelled_choice)
@@ -241,14 +241,10 @@ def envelope(items: dict) -> dict:
 
 # ---------------------------------------------------------------- the document
 
-def _roles_of(view) -> tuple[Role, ...] | None:
-    """The roles allowed to call ``view`` (None: any signed-in user, or public; see ``_needs_login``)."""
-    return getattr(view, "required_roles", None)
-
-
 def _operation(converter: _Converter, rule, method: str, view, doc: ApiDoc, tag: str) -> tuple[str, dict]:
     path, parameters = _path_parameters(rule)
-    roles = _roles_of(view)
+    # Marked by core.auth's decorators: roles for require_roles, login for both.
+    roles: tuple[Role, ...] | None = getattr(view, "required_roles", None)
     login = bool(getattr(view, "login_required", False))
     parameters += converter.query(doc.query)
     if doc.paged:
@@ -277,7 +273,7 @@ def _operation(converter: _Converter, rule, method: str, view, doc: ApiDoc, tag:
         statuses.add(404)
 
     operation = {
-        "operationId": rule.endpoint.replace(".", "__") + ("" if method in ("GET",) else f"__{method.lower()}"),
+        "operationId": rule.endpoint.replace(".", "__") + ("" if method == "GET" else f"__{method.lower()}"),
         "summary": _summary(view, doc),
         "tags": [tag],
         "parameters": parameters,
@@ -289,9 +285,9 @@ def _operation(converter: _Converter, rule, method: str, view, doc: ApiDoc, tag:
            else "任何已登录用户" if login else "公开，无需登录")
     operation["description"] = (doc.description + "\n\n" if doc.description else "") + f"调用者：{who}。"
     if doc.upload:
+        upload = {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}
         operation["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": [doc.upload],
-            "properties": {doc.upload: {"type": "string", "format": "binary", "contentMediaType": "application/octet-stream"}}}}}}
+            "type": "object", "required": [doc.upload], "properties": {doc.upload: upload}}}}}
     elif doc.request is not None:
         operation["requestBody"] = {"required": True,
                                     "content": {"application/json": {"schema": converter.schema(doc.request)}}}
@@ -322,7 +318,7 @@ def build_document(app: Flask) -> dict:
                                         "时间为带时区的 ISO 8601。先用 POST /api/v1/auth/token 换取令牌，"
                                         "再以 Authorization: Bearer <token> 调用。"},
                    servers=[{"url": "/"}])
-    converter = _Converter(spec, plugin)
+    converter = _Converter(plugin)
     spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer",
                                                    "description": "POST /api/v1/auth/token 取得的令牌"})
     spec.components.schema("ErrorResponse", ERROR_SCHEMA)

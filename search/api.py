@@ -10,7 +10,7 @@ api_tag(bp, "搜索", "在售产品的中文、全拼与首字母搜索")
 
 
 @bp.get("/search")
-@api_doc(query=SearchQuerySchema, response=SearchResultsSchema)
+@api_doc(query=SearchQuerySchema, response=SearchResultsSchema, errors=(503,))
 def search():
     """Search sellable products by Chinese words, pinyin or initials, with filters and facets."""
     params = SearchQuerySchema().load(request.args)

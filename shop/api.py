@@ -18,8 +18,11 @@ from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, D
 bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
 api_tag(bp, "订单与支付", "下单、取消、Stripe 回调、对公转账确认、退款、发货、验货、内部审批、评价、订单文件")
 
-IDEMPOTENCY_HEADER = {"Idempotency-Key": {"required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                                          "description": "可选：同一键与同一请求体的重试返回同一订单（响应头 Idempotent-Replayed）"}}
+IDEMPOTENCY_HEADER = {"Idempotency-Key": {
+    "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "可选：同一键与同一请求体的重试返回同一订单（响应头 Idempotent-Replayed）"}}
+#: Rating averages are exact one-decimal strings ("4.3"), never floats (``ratings._average``).
+AVERAGE = {"type": ["string", "null"], "pattern": r"^\d\.\d$", "description": "一位小数的字符串，如 \"4.3\"；无评价为 null"}
 #: What Stripe posts: an event whose ``data.object`` is a Checkout Session or a charge.
 STRIPE_EVENT = {"type": "object", "required": ["id", "type", "data"], "description": "Stripe 事件（原样转发的请求体）",
                 "properties": {"id": {"type": "string"},
@@ -30,12 +33,10 @@ STRIPE_SIGNATURE = {"Stripe-Signature": {"required": True, "schema": {"type": "s
                                          "description": "Stripe 用 STRIPE_WEBHOOK_SECRET 对原始请求体的签名；不符为 400"}}
 RATINGS = {"type": "object", "properties": {
     "cooperative_id": {"type": "integer"}, "count": {"type": "integer"},
-    "averages": {"type": "object", "description": "quality、delivery、service 各自的平均分，一位小数的字符串如 \"4.3\"（无评价为 null）",
-                 "additionalProperties": {"type": ["string", "null"], "pattern": r"^\d\.\d$"}},
+    "averages": {"type": "object", "description": "quality、delivery、service 各自的平均分", "additionalProperties": AVERAGE},
     "items": {"type": "array", "items": CooperativeRatingOutSchema}}}
 REVIEWS = {"type": "object", "properties": {
-    "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": {"type": ["string", "null"], "pattern": r"^\d\.\d$",
-                                                           "description": "平均分，一位小数的字符串如 \"4.3\"（精确，无浮点）"},
+    "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": AVERAGE,
     "items": {"type": "array", "items": ReviewOutSchema}}}
 DOCUMENTS = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
     "kind": {"type": "string", "enum": ["purchase_order", "delivery_note", "payment_receipt"]},
@@ -56,7 +57,7 @@ def _idempotency_key() -> str | None:
 
 @bp.post("/orders")
 @api_doc(request=OrderCreateSchema, headers=IDEMPOTENCY_HEADER, response=OrderOutSchema, status=201,
-         errors=(403, 409, 503))
+         errors=(403, 409, 502, 503))
 @require_login
 def create_order():
     """Place an order: prices from the server, stock reserved at once (201).
@@ -95,7 +96,7 @@ def get_order(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/cancel")
-@api_doc(response=OrderOutSchema, errors=(403, 409))
+@api_doc(response=OrderOutSchema, errors=(403, 409, 502))
 @require_login
 def cancel_order(order_id: int):
     """The buyer cancels an unpaid order; stock is released at once."""
@@ -112,7 +113,7 @@ def confirm_transfer(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/refund")
-@api_doc(request=RefundCreateSchema, response=OrderOutSchema, errors=(409,))
+@api_doc(request=RefundCreateSchema, response=OrderOutSchema, errors=(409, 502))
 @require_roles(Role.FINANCE, Role.ADMIN)
 def refund_order(order_id: int):
     """Refund part or all of a paid order (through Stripe for Stripe payments)."""
@@ -140,7 +141,7 @@ def confirm_receipt(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/approval")
-@api_doc(request=DecisionSchema, response=OrderOutSchema, errors=(409,))
+@api_doc(request=DecisionSchema, response=OrderOutSchema, errors=(409, 502))
 @require_roles(Role.CANTEEN_BUYER)
 def decide_approval(order_id: int):
     """The unit's approver approves or rejects an order above the unit's threshold (内部审批)."""
@@ -169,7 +170,7 @@ def list_refund_requests():
 
 
 @bp.post("/refund-requests/<int:request_id>/decision")
-@api_doc(request=RefundDecisionSchema, response=RefundRequestOutSchema, errors=(409,))
+@api_doc(request=RefundDecisionSchema, response=RefundRequestOutSchema, errors=(409, 502))
 @require_roles(Role.FINANCE, Role.ADMIN)
 def decide_refund_request(request_id: int):
     """Finance refunds a 验货 claim from the claimed lines, or declines it with a reason."""

@@ -204,7 +204,8 @@ def test_valid_requests_through_the_whole_api_answer_as_documented(app, make):
     evidence_id = pending_application["evidence"][0]["id"]
     story.check("POST", "/api/v1/certifications/{certification_id}/evidence/{evidence_id}/file", client.post(
         f"/api/v1/certifications/{pending_application['id']}/evidence/{evidence_id}/file",
-        data={"file": (io.BytesIO(image_bytes("JPEG")), "scan.jpg")}, headers={"Authorization": f"Bearer {issue_token(coop)}"}),
+        data={"file": (io.BytesIO(image_bytes("JPEG")), "scan.jpg")},
+        headers={"Authorization": f"Bearer {issue_token(coop)}"}),
         200, certification_id=pending_application["id"], evidence_id=evidence_id)
     story(coop, "DELETE", "/api/v1/products/{product_id}/images/{image_id}", product_id=product["id"],
           image_id=image["id"])
@@ -218,8 +219,9 @@ def test_valid_requests_through_the_whole_api_answer_as_documented(app, make):
     story(coop, "POST", "/api/v1/batches/{batch_id}/serials", status=201, body={"count": 2}, batch_id=batch_["id"])
     story(coop, "POST", "/api/v1/batches/{batch_id}/events", status=201, batch_id=batch_["id"],
           body={"type": "shipping", "location": "吉首", "partner": "超市", "quantity": 5})
-    for path in ("/api/v1/batches/{batch_id}", "/api/v1/batches/{batch_id}/serials", "/api/v1/batches/{batch_id}/events",
-                 "/api/v1/batches/{batch_id}/scans", "/api/v1/batches/{batch_id}/qr.png"):
+    for path in ("/api/v1/batches/{batch_id}", "/api/v1/batches/{batch_id}/serials",
+                 "/api/v1/batches/{batch_id}/events", "/api/v1/batches/{batch_id}/scans",
+                 "/api/v1/batches/{batch_id}/qr.png"):
         story(coop, "GET", path, batch_id=batch_["id"])
     story(coop, "GET", "/api/v1/batches")
     story(coop, "GET", "/api/v1/products/{product_id}/batches", product_id=product["id"])
