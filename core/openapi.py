@@ -9,6 +9,7 @@ converted by apispec's ``MarshmallowPlugin`` (taught ``LabelledChoice`` and ``Sh
 Served as JSON at ``GET /api/v1/openapi.json`` and for people at ``GET /api/docs``.
 ``undocumented_endpoints`` names every ``/api/v1`` route without ``@api_doc`` (a test fails on it).
 """
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -136,7 +137,8 @@ def _summary(view, doc: ApiDoc) -> str:
     if doc.summary:
         return doc.summary
     text = (view.__doc__ or "").strip().split("\n\n")[0]
-    return " ".join(line.strip() for line in text.splitlines())
+    # reST ``literal`` in docstrings; CommonMark (OpenAPI's description language) uses `literal`.
+    return " ".join(line.strip() for line in text.splitlines()).replace("``", "`")
 
 
 _VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>:]+)>")
@@ -419,7 +421,8 @@ def _constraints(prop: dict) -> str:
                        ("minItems", "至少"), ("maxItems", "至多"), ("pattern", "格式"), ("format", "格式"),
                        ("default", "默认")):
         if key in prop:
-            parts.append(f"{label} {prop[key]}")
+            value = prop[key]
+            parts.append(f"{label} {json.dumps(value, ensure_ascii=False) if key == 'default' else value}")
     if prop.get("readOnly"):
         parts.append("只读")
     return "，".join(parts)
