@@ -203,6 +203,7 @@ class _Converter:
         return _relaxed(self.schema(value))
 
     def query(self, value) -> list[dict]:
+        """Query parameters from a schema (class or instance) or ``{"name": field}``."""
         if value is None:
             return []
         if isinstance(value, dict):
@@ -225,13 +226,24 @@ def _converted(value, converter: _Converter):
 
 
 def _relaxed(schema):
-    """``schema`` without ``required`` or ``additionalProperties: false`` anywhere (answers may grow)."""
-    if isinstance(schema, dict):
-        return {key: _relaxed(item) for key, item in schema.items()
-                if key != "required" and not (key == "additionalProperties" and item is False)}
+    """``schema`` without ``required`` or ``additionalProperties: false`` anywhere (answers may grow).
+
+    Output schemas are often input schemas too (a cooperative, a budget unit): what a request must
+    send is no promise about what the answer holds, and marshmallow 4's default ``unknown=RAISE``
+    says nothing about the extra fields views add."""
     if isinstance(schema, list):
         return [_relaxed(item) for item in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    relaxed = {}
+    for key, item in schema.items():
+        if key == "required" or (key == "additionalProperties" and item is False):
+            continue
+        if key in ("properties", "$defs") and isinstance(item, dict):  # names, not keywords
+            relaxed[key] = {name: _relaxed(value) for name, value in item.items()}
+        else:
+            relaxed[key] = _relaxed(item)
+    return relaxed
 
 
 def envelope(items: dict) -> dict:
