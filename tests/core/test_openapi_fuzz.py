@@ -303,4 +303,6 @@ def test_valid_requests_through_the_whole_api_answer_as_documented(app, make):
     story(consumer, "POST", "/api/v1/auth/logout-all")
     story(None, "GET", "/api/v1/openapi.json")
     every = {f"{result.ok().method.upper()} {result.ok().path}" for result in schema.get_all_operations()}
-    assert not every - story.seen, f"operations without a valid request in this story: {sorted(every - story.seen)}"
+    assert not every - story.seen, ("operations without a valid request in this story (add a step such as "
+                                    "story(user, \"POST\", \"/api/v1/things/{thing_id}/notes\", status=201, "
+                                    "body={...}, thing_id=...)): " + ", ".join(sorted(every - story.seen)))
