@@ -5,10 +5,18 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from certification import services
 from certification.models import IN_PROGRESS
 from certification.schemas import (
+    PRODUCT_PATCH_PARTIAL,
+    ApplicationInputSchema,
+    CertificationOutSchema,
     CertificationQuerySchema,
     CertificationSchema,
+    DecisionSchema,
+    ImageSchema,
+    ProductInputSchema,
+    ProductOutSchema,
     ProductQuerySchema,
     ProductSchema,
+    RevokeSchema,
     history_item,
     image_item,
 )
@@ -17,9 +25,11 @@ from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
+from core.openapi import api_doc, api_tag
 from core.timeutil import isoformat
 
 bp = Blueprint("certification_api", __name__, url_prefix="/api/v1")
+api_tag(bp, "产品与认定", "合作社登记产品、上传照片与证明材料；县、州两级审核认定与撤销")
 
 REVIEWERS = (Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER)
 
@@ -62,6 +72,7 @@ def uploaded_file(field: str = "file"):
 
 
 @bp.post("/products")
+@api_doc(request=ProductInputSchema, response=ProductOutSchema, status=201, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def create_product():
     """Register a draft product (members for their cooperative; admins name ``cooperative_id``)."""
@@ -70,6 +81,7 @@ def create_product():
 
 
 @bp.patch("/products/<int:product_id>")
+@api_doc(request=ProductInputSchema(partial=PRODUCT_PATCH_PARTIAL), response=ProductOutSchema, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def update_product(product_id: int):
     """Change a product of the caller's cooperative (brand-defining fields locked while certified)."""
@@ -78,6 +90,7 @@ def update_product(product_id: int):
 
 
 @bp.get("/products")
+@api_doc(query=ProductQuerySchema, paged=True, response=ProductSchema, many=True)
 def list_products():
     """List products that may be sold now, by category, county or village."""
     filters = ProductQuerySchema().load(query_args())
@@ -87,12 +100,14 @@ def list_products():
 
 
 @bp.get("/products/<int:product_id>")
+@api_doc(response=ProductOutSchema)
 def get_product(product_id: int):
     """Return a product: public while sellable; its cooperative and reviewers always."""
     return jsonify(product_body(services.get_product(current_user(), product_id)))
 
 
 @bp.post("/products/<int:product_id>/images")
+@api_doc(upload="file", response=ImageSchema, status=201, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def add_product_image(product_id: int):
     """Upload a product photo (multipart field ``file``: JPEG, PNG or WebP)."""
@@ -101,6 +116,7 @@ def add_product_image(product_id: int):
 
 
 @bp.delete("/products/<int:product_id>/images/<int:image_id>")
+@api_doc(response=ProductOutSchema)
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def delete_product_image(product_id: int, image_id: int):
     """Remove a product photo; answers the updated product."""
@@ -108,6 +124,7 @@ def delete_product_image(product_id: int, image_id: int):
 
 
 @bp.get("/cooperatives/<int:cooperative_id>/products")
+@api_doc(paged=True, response=ProductOutSchema, many=True)
 def cooperative_products(cooperative_id: int):
     """A cooperative's products: every status to its overseers, sellable ones to everyone else."""
     products = services.cooperative_products(current_user(), cooperative_id)
@@ -117,6 +134,7 @@ def cooperative_products(cooperative_id: int):
 
 
 @bp.post("/products/<int:product_id>/certification")
+@api_doc(request=ApplicationInputSchema, response=CertificationOutSchema, status=201, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def submit_application(product_id: int):
     """Apply for (or renew) the brand with evidence; 409 while an application is reviewed."""
@@ -125,6 +143,7 @@ def submit_application(product_id: int):
 
 
 @bp.get("/certifications")
+@api_doc(query=CertificationQuerySchema, paged=True, response=CertificationSchema, many=True)
 @require_roles(Role.COUNTY_REVIEWER, Role.PREFECTURE_REVIEWER, Role.ADMIN, Role.COOPERATIVE)
 def list_certifications():
     """List applications by status: a county reviewer its county, a cooperative its own."""
@@ -135,6 +154,7 @@ def list_certifications():
 
 
 @bp.get("/certifications/<int:certification_id>")
+@api_doc(response=CertificationOutSchema, errors=(403,))
 @require_login
 def get_certification(certification_id: int):
     """Return an application with its history."""
@@ -142,6 +162,7 @@ def get_certification(certification_id: int):
 
 
 @bp.post("/certifications/<int:certification_id>/decision")
+@api_doc(request=DecisionSchema, response=CertificationOutSchema, errors=(409,))
 @require_roles(*REVIEWERS)
 def decide(certification_id: int):
     """Approve or reject at the current stage: county, then prefecture."""
@@ -150,6 +171,7 @@ def decide(certification_id: int):
 
 
 @bp.post("/certifications/<int:certification_id>/revoke")
+@api_doc(request=RevokeSchema, response=CertificationOutSchema, errors=(409,))
 @require_roles(Role.PREFECTURE_REVIEWER)
 def revoke(certification_id: int):
     """Revoke a certificate with a reason; the product is delisted at once."""
@@ -158,6 +180,7 @@ def revoke(certification_id: int):
 
 
 @bp.post("/certifications/<int:certification_id>/evidence/<int:evidence_id>/file")
+@api_doc(upload="file", response=CertificationOutSchema, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def attach_evidence_file(certification_id: int, evidence_id: int):
     """Attach the scan of an evidence document (an image or a PDF) before the county decides."""

@@ -4,7 +4,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from certification import status as derived
 from certification.gate import is_sellable
-from certification.models import CATEGORY_LABELS, EVIDENCE_TYPE_LABELS, CertificationStatus
+from certification.models import CATEGORY_LABELS, EVIDENCE_TYPE_LABELS, CertificationStatus, ProductStatus
 from core.identifiers import gtin14, is_valid_gtin
 from core.schemas import ROW_ID, LabelledChoice
 from core.timeutil import isoformat
@@ -251,7 +251,7 @@ class ProductSchema(Schema):
 
     id = fields.Integer()
     name = fields.String()
-    category = fields.String()
+    category = fields.String(metadata={"enum": list(CATEGORY_LABELS)})
     category_label = fields.String()
     description = fields.String()
     unit = fields.String()
@@ -263,7 +263,7 @@ class ProductSchema(Schema):
     cooperative = fields.Method("get_cooperative")
     villages = fields.Nested(VillageBriefSchema, many=True)
     images = fields.Method("get_images")
-    status = fields.Method("get_status")
+    status = fields.Method("get_status", metadata={"enum": [s.value for s in ProductStatus]})
     sellable = fields.Method("get_sellable")
     certification = fields.Method("get_certification")
     created_at = fields.Method("get_created_at")
@@ -309,7 +309,7 @@ class EvidenceSchema(Schema):
     """An evidence document, with the warnings reviewers should see."""
 
     id = fields.Integer()
-    type = fields.String()
+    type = fields.String(metadata={"enum": list(EVIDENCE_TYPE_LABELS)})
     type_label = fields.String()
     number = fields.String()
     issuer = fields.String()
@@ -336,7 +336,7 @@ class CertificationSchema(Schema):
     id = fields.Integer()
     product_id = fields.Integer()
     product = fields.Method("get_product")
-    status = fields.Method("get_status")
+    status = fields.Method("get_status", metadata={"enum": [s.value for s in CertificationStatus]})
     certificate_no = fields.String(allow_none=True)
     valid_from = fields.Method("get_valid_from")
     valid_until = fields.Method("get_valid_until")
@@ -386,3 +386,41 @@ def history_item(event) -> dict:
     return {"action": event.action, "actor_id": event.actor_id, "actor_role": event.actor_role,
             "at": isoformat(event.at), "comment": event.comment,
             "from": event.from_state, "to": event.to_state}
+
+
+# ---- answers assembled in the API views (described here for the OpenAPI document) ----
+
+class ImageSchema(Schema):
+    """A product photo (``image_item``)."""
+
+    id = fields.Integer()
+    width = fields.Integer()
+    height = fields.Integer()
+    position = fields.Integer()
+    url = fields.String()
+    thumbnail_url = fields.String()
+
+
+class ProductOutSchema(ProductSchema):
+    """A product item; its cooperative and reviewers also see its applications (``api.product_body``)."""
+
+    applications = fields.List(fields.Dict(), metadata={"description": "认定申请（仅合作社与审核员可见）"})
+    pending_application = fields.Dict(allow_none=True, metadata={"description": "正在审核的申请（仅合作社与审核员可见）"})
+
+
+class HistoryItemSchema(Schema):
+    """One audit event of an application (``history_item``)."""
+
+    action = fields.String()
+    actor_id = fields.Integer(allow_none=True)
+    actor_role = fields.String(allow_none=True)
+    at = fields.String()
+    comment = fields.String(allow_none=True)
+    from_ = fields.String(allow_none=True, data_key="from")
+    to = fields.String(allow_none=True)
+
+
+class CertificationOutSchema(CertificationSchema):
+    """An application with its audit history (the contract's ``history``)."""
+
+    history = fields.List(fields.Nested(HistoryItemSchema))

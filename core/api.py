@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, jsonify, request
+from marshmallow import fields, validate
 
 from core import budget_units, cooperatives, password_reset, users, village_targets, villages
 from core.auth import current_user, issue_token, remember_device, require_login, require_roles
@@ -11,13 +12,18 @@ from core.errors import ValidationFailed
 from core.extensions import db
 from core.http import json_body, list_envelope, page_params
 from core.models import ROLE_VALUES, Role
+from core.openapi import api_doc, api_tag
 from core.ratelimit import rate_limited
-from core.schemas import (AccountSchema, BudgetUnitSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema,
-                          PasswordResetConfirmSchema, PasswordResetRequestSchema, UserSchema, VillageQuerySchema,
-                          VillageSchema, VillageTargetOutSchema)
+from core.schemas import (AccountSchema, BudgetUnitChangeSchema, BudgetUnitOutSchema, BudgetUnitSchema,
+                          BudgetUnitUpdateSchema, BudgetUnitYearSchema, CooperativeSchema, CredentialsSchema,
+                          PasswordChangeSchema, PasswordResetConfirmSchema, PasswordResetRequestSchema, RegisterSchema,
+                          RegistrationSchema, TokenSchema, UserCreateSchema, UserSchema, UserUpdateSchema,
+                          VillageQuerySchema, VillageSchema, VillageTargetOutSchema, VillageTargetSchema,
+                          VillageTargetsSchema)
 from core.timeutil import isoformat, utcnow
 
 bp = Blueprint("core_api", __name__, url_prefix="/api/v1")
+api_tag(bp, "账号、村、合作社与预算单位", "令牌与注册、账号管理、脱贫村名录与销售目标、合作社、预算单位（食堂）")
 
 
 def _token_body(user) -> dict:
@@ -28,6 +34,7 @@ def _token_body(user) -> dict:
 
 
 @bp.post("/auth/token")
+@api_doc(request=CredentialsSchema, response=TokenSchema, errors=(401, 429))
 def create_token():
     """Exchange email and password for a bearer token (failures limited per account and address)."""
     data = json_body()
@@ -37,6 +44,7 @@ def create_token():
 
 
 @bp.post("/auth/register")
+@api_doc(request=RegisterSchema, response=RegistrationSchema, status=201, errors=(429,))
 @rate_limited("register", 10)
 def register():
     """Create a consumer account: 201 with the account and a token; a taken e-mail gets the same
@@ -56,6 +64,7 @@ REGISTRATION_MESSAGE = "注册申请已受理。若该邮箱此前未注册，�
 
 
 @bp.post("/auth/logout")
+@api_doc(response={"type": "object", "properties": {"revoked": {"type": "string", "enum": ["token"]}}})
 @require_login
 def logout():
     """Revoke the calling token at once (other tokens and sessions stay signed in)."""
@@ -64,6 +73,7 @@ def logout():
 
 
 @bp.post("/auth/logout-all")
+@api_doc(response={"type": "object", "properties": {"revoked": {"type": "string", "enum": ["all"]}}})
 @require_login
 def logout_everywhere():
     """Revoke every token and page session of the caller ("sign out everywhere")."""
@@ -72,6 +82,7 @@ def logout_everywhere():
 
 
 @bp.post("/auth/password")
+@api_doc(request=PasswordChangeSchema, response=TokenSchema, errors=(429,))
 @require_login
 def change_password():
     """``{"current_password", "new_password"}``: every other token and session dies; answers a new token."""
@@ -113,7 +124,14 @@ def _flag_arg(name: str) -> bool | None:
     raise ValidationFailed(fields={name: ["须为 true 或 false"]})
 
 
+#: ``GET /users`` filters, read by the view itself.
+USER_QUERY = {"role": fields.String(validate=validate.OneOf(ROLE_VALUES)),
+              "is_active": fields.String(validate=validate.OneOf(("true", "false", "1", "0"))),
+              "q": fields.String(metadata={"description": "邮箱或姓名片段"})}
+
+
 @bp.get("/users")
+@api_doc(response=AccountSchema, many=True, paged=True, query=USER_QUERY)
 @require_roles(*users.ACCOUNT_MANAGERS)
 def list_users():
     """The accounts the caller manages (``?role=&is_active=&q=``)."""
@@ -129,6 +147,7 @@ def list_users():
 
 
 @bp.post("/users")
+@api_doc(request=UserCreateSchema, response=AccountSchema, status=201, errors=(409,))
 @require_roles(*users.ACCOUNT_MANAGERS)
 def create_user():
     """Create a staff account (admin: any role and scope; county reviewer: its county's cooperatives).
@@ -147,6 +166,7 @@ def create_user():
 
 
 @bp.get("/users/<int:user_id>")
+@api_doc(response=AccountSchema)
 @require_roles(*users.ACCOUNT_MANAGERS)
 def get_user(user_id: int):
     """One account the caller manages."""
@@ -154,6 +174,7 @@ def get_user(user_id: int):
 
 
 @bp.patch("/users/<int:user_id>")
+@api_doc(request=UserUpdateSchema, response=AccountSchema)
 @require_roles(*users.ACCOUNT_MANAGERS)
 def update_user(user_id: int):
     """``{"is_active"?, "display_name"?, "reason"?}``; deactivation revokes its tokens and sessions at once."""
@@ -161,6 +182,7 @@ def update_user(user_id: int):
 
 
 @bp.get("/me")
+@api_doc(response=UserSchema)
 @require_login
 def me():
     """Return the caller's identity and scope."""
@@ -168,6 +190,7 @@ def me():
 
 
 @bp.get("/villages")
+@api_doc(query=VillageQuerySchema, paged=2000, response=VillageSchema, many=True)
 def list_villages():
     """List registry villages, filtered by county, township, zone or a name fragment."""
     filters = VillageQuerySchema().load(request.args.to_dict())
@@ -180,12 +203,14 @@ def list_villages():
 
 
 @bp.get("/villages/<int:village_id>")
+@api_doc(response=VillageSchema)
 def get_village(village_id: int):
     """Return one village."""
     return jsonify(VillageSchema().dump(villages.get_village(village_id)))
 
 
 @bp.get("/villages/<int:village_id>/sales-targets")
+@api_doc(response=VillageTargetsSchema)
 def list_village_targets(village_id: int):
     """A village's default yearly target and the years given a target of their own."""
     village, overrides = village_targets.targets_of(village_id)
@@ -194,6 +219,7 @@ def list_village_targets(village_id: int):
 
 
 @bp.put("/villages/<int:village_id>/sales-targets/<int:year>")
+@api_doc(request=VillageTargetSchema, response=VillageTargetOutSchema)
 @require_roles(*village_targets.TARGET_SETTERS)
 def set_village_target(village_id: int, year: int):
     """Set a village's sales target for one year: ``{"target_fen", "reason"?}``."""
@@ -203,6 +229,7 @@ def set_village_target(village_id: int, year: int):
 
 
 @bp.delete("/villages/<int:village_id>/sales-targets/<int:year>")
+@api_doc(query={"reason": fields.String(metadata={"description": "原因（记入审计）"})}, response=VillageTargetOutSchema)
 @require_roles(*village_targets.TARGET_SETTERS)
 def clear_village_target(village_id: int, year: int):
     """Return a village to its default target for one year."""
@@ -212,6 +239,7 @@ def clear_village_target(village_id: int, year: int):
 
 
 @bp.post("/cooperatives")
+@api_doc(request=CooperativeSchema, response=CooperativeSchema, status=201, errors=(409,))
 @require_roles(Role.ADMIN, Role.COUNTY_REVIEWER)
 def create_cooperative():
     """Register a cooperative (admin anywhere, a county reviewer in their county)."""
@@ -220,12 +248,14 @@ def create_cooperative():
 
 
 @bp.get("/cooperatives/<int:cooperative_id>")
+@api_doc(response=CooperativeSchema)
 def get_cooperative(cooperative_id: int):
     """Return a cooperative's public record."""
     return jsonify(CooperativeSchema().dump(cooperatives.get_cooperative(cooperative_id)))
 
 
 @bp.post("/budget-units")
+@api_doc(request=BudgetUnitSchema, response=BudgetUnitOutSchema, status=201, errors=(409,))
 @require_roles(Role.ADMIN)
 def create_budget_unit():
     """Register a budget unit that runs a canteen."""
@@ -234,6 +264,7 @@ def create_budget_unit():
 
 
 @bp.get("/budget-units/<int:unit_id>")
+@api_doc(response=BudgetUnitOutSchema, errors=(403,))
 @require_login
 def get_budget_unit(unit_id: int):
     """Return a budget unit to its buyers, finance, officials and admins."""
@@ -241,6 +272,7 @@ def get_budget_unit(unit_id: int):
 
 
 @bp.patch("/budget-units/<int:unit_id>")
+@api_doc(request=BudgetUnitUpdateSchema(partial=True), response=BudgetUnitChangeSchema, errors=(409,))
 @require_roles(Role.ADMIN)
 def update_budget_unit(unit_id: int):
     """Change a unit's name, or its budget and share from ``"year"`` on (default this year, at most

@@ -73,7 +73,7 @@ def register_blueprints(app: Flask) -> None:
     import shop.reports.models  # noqa: F401
     import core.notifications  # noqa: F401  (notifications, notification_deliveries)
     import core.password_reset  # noqa: F401  (password_reset_tokens)
-    from core import navigation
+    from core import navigation, openapi
     from core.models import Role
     from certification.api import bp as certification_api
     from certification.views import bp as certification_views
@@ -114,6 +114,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(reports_views)
     csrf.exempt(reports_api)
     app.register_blueprint(reports_api)
+    openapi.init_app(app)  # after every API blueprint: the document walks their routes
 
 
 def register_notifications() -> None:
@@ -141,7 +142,9 @@ def register_request_hooks(app: Flask) -> None:
     from core.auth import load_current_user
     from core.http import refuse_unusable_input
 
-    app.before_request(refuse_unusable_input)
+    # First of all (before Flask-WTF's CSRF check reads the form): a form part without a usable
+    # name would crash any reader of ``request.form``.
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_unusable_input)
     app.before_request(load_current_user)
 
     @app.after_request

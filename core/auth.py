@@ -195,6 +195,7 @@ def require_login(view):
             return _deny_anonymous()
         return view(*args, **kwargs)
 
+    wrapper.login_required = True  # read by core.openapi: the operation needs a bearer token
     return wrapper
 
 
@@ -211,6 +212,9 @@ def require_roles(*roles: Role):
                 raise Forbidden("当前角色无权执行此操作")
             return view(*args, **kwargs)
 
+        # Read by core.openapi: who may call the operation, written in the document.
+        wrapper.login_required = True
+        wrapper.required_roles = tuple(Role(role) for role in roles)
         return wrapper
 
     return decorator

@@ -37,16 +37,21 @@ def refuse_unusable_input() -> None:
     which ``json_body`` checks field by field. The id check is here, not in a route converter:
     a converter that refuses a value makes Werkzeug answer 405 instead of 404.)
 
-    :raise NotFound: an id past ``ID_MAX``. :raise BadRequest: code ``invalid_characters``.
+    :raise NotFound: an id past ``ID_MAX``. :raise BadRequest: code ``invalid_characters``, or
+        ``malformed_form`` for a multipart part without a usable name.
     """
     if any(isinstance(value, int) and value > ID_MAX for value in (request.view_args or {}).values()):
         raise NotFound()
     values = [request.path, *request.args.keys(), *request.args.values()]
     if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
-            values += [*request.form.keys(), *request.form.values()]
+            values += [*request.form.keys(), *request.form.values(), *request.files.keys()]
         except RequestEntityTooLarge:
             pass  # raised again when the view reads the form; uploads answer it in their own words
+    if any(value is None for value in values):
+        # Werkzeug keys a multipart part whose Content-Disposition name does not parse (an
+        # unterminated quote) as None: no field of any form, and a crash in whoever reads it.
+        raise BadRequest("表单中有无法识别名称的部分", code="malformed_form")
     if any(unstorable(value) for value in values):
         raise BadRequest(f"请求{TEXT_REFUSED}", code="invalid_characters")
 

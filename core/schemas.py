@@ -283,3 +283,43 @@ class PasswordResetConfirmSchema(Schema):
     token = fields.String(required=True, validate=validate.Length(min=1, max=200, error="链接无效"),
                           error_messages={"required": "必填"})
     new_password = fields.String(required=True, load_only=True, error_messages={"required": "必填"})
+
+
+# ---- answers that are assembled in the views (described here for the OpenAPI document) ----
+
+class TokenSchema(Schema):
+    """``POST /auth/token`` and ``/auth/password``: a bearer token, whom it is for and when it ends."""
+
+    token = fields.String()
+    user = fields.Nested(UserSchema)
+    expires_in = fields.Integer(metadata={"description": "令牌有效秒数"})
+    expires_at = fields.String(metadata={"description": "到期时间（ISO 8601）"})
+
+
+class RegistrationSchema(UserSchema):
+    """``POST /auth/register``: the same fields whether the e-mail was new (account and token) or taken (nulls)."""
+
+    id = fields.Integer(allow_none=True)
+    token = fields.String(allow_none=True)
+    message = fields.String()
+
+
+class BudgetUnitOutSchema(BudgetUnitSchema):
+    """A budget unit as the API answers it: its values now, the policy flag, its years with own values."""
+
+    below_policy_minimum = fields.Boolean()
+    years = fields.List(fields.Nested(BudgetUnitYearSchema))
+
+
+class BudgetUnitChangeSchema(BudgetUnitOutSchema):
+    """``PATCH /budget-units/{id}``: the unit and what the year applied has now."""
+
+    applied = fields.Dict(metadata={"description": "该年度生效的预算与份额、是否低于政策下限、保留自身数值的后续年份"})
+
+
+class VillageTargetsSchema(Schema):
+    """``GET /villages/{id}/sales-targets``: the default and the years with a target of their own."""
+
+    village_id = fields.Integer()
+    default_target_fen = fields.Integer()
+    items = fields.List(fields.Nested(VillageTargetOutSchema(only=("year", "target_fen"))))

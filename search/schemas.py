@@ -24,7 +24,8 @@ class SearchQuerySchema(Schema):
                                                                  error=f"最多 {MAX_QUERY_LENGTH} 个字符"))
     county = fields.String(load_default=None, validate=validate.OneOf(COUNTIES, error="没有这个县市"))
     # A category code (tea) or its Chinese label (茶叶).
-    category = fields.String(load_default=None)
+    category = fields.String(load_default=None, metadata={
+        "enum": list(CATEGORY_LABELS), "description": "品类代码；也可直接填中文名称（如 茶叶）"})
     evidence_type = fields.String(load_default=None,
                                   validate=validate.OneOf(tuple(EVIDENCE_TYPE_LABELS), error="没有这种认证类型"))
     in_stock = fields.Boolean(load_default=False, error_messages={"invalid": "必须是 true 或 false"})
@@ -84,3 +85,17 @@ def dump_page(page, labels: dict) -> dict:
         "suggestion": page.suggestion,
         "facet_labels": labels,
     }
+
+
+class SearchResultsSchema(Schema):
+    """The answer of ``GET /api/v1/search`` (``dump_page``), for the OpenAPI document."""
+
+    items = fields.List(fields.Dict(), metadata={
+        "description": "{product_id, name, highlight, category, price_fen, unit, specification, available_quantity, "
+                       "cooperative, villages}"})
+    total = fields.Integer()
+    facets = fields.Dict(metadata={"description": "{county: {名称: 数量}, category: {...}, evidence_type: {...}}"})
+    page = fields.Integer()
+    per_page = fields.Integer()
+    suggestion = fields.String(allow_none=True)
+    facet_labels = fields.Dict()

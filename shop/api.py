@@ -1,5 +1,6 @@
 """Orders and payment JSON API (``/api/v1``): thin — parse, load, call a service, dump."""
 from flask import Blueprint, jsonify, request, url_for
+from marshmallow import fields, validate
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
@@ -7,14 +8,41 @@ from core.http import file_download, json_body, list_envelope, page_params
 from core.identifiers import whole_number
 from core.timeutil import isoformat
 from core.models import Role
+from core.openapi import api_doc, api_tag
 from shop import approval, documents, inspection, ratings, services, settlements
 from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, DecisionSchema, InspectionSchema,
-                          OrderCreateSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
-                          RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema,
+                          OrderCreateSchema, OrderOutSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
+                          RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema, ReviewOutSchema,
                           SettlementIssueSchema, SettlementPaySchema, SettlementQuerySchema, ShipSchema,
                           TransferConfirmSchema, dump_order)
 
 bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
+api_tag(bp, "订单与支付", "下单、取消、Stripe 回调、对公转账确认、退款、发货、验货、内部审批、评价、订单文件")
+
+IDEMPOTENCY_HEADER = {"Idempotency-Key": {
+    "required": False, "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "可选：同一键与同一请求体的重试返回同一订单（响应头 Idempotent-Replayed）"}}
+#: Rating averages are exact one-decimal strings ("4.3"), never floats (``ratings._average``).
+AVERAGE = {"type": ["string", "null"], "pattern": r"^\d\.\d$", "description": "一位小数的字符串，如 \"4.3\"；无评价为 null"}
+#: What Stripe posts: an event whose ``data.object`` is a Checkout Session or a charge.
+STRIPE_EVENT = {"type": "object", "required": ["id", "type", "data"], "description": "Stripe 事件（原样转发的请求体）",
+                "properties": {"id": {"type": "string"},
+                               "type": {"type": "string", "examples": ["checkout.session.completed", "charge.refunded",
+                                                                      "charge.dispute.created"]},
+                               "data": {"type": "object", "properties": {"object": {"type": "object"}}}}}
+STRIPE_SIGNATURE = {"Stripe-Signature": {"required": True, "schema": {"type": "string"},
+                                         "description": "Stripe 用 STRIPE_WEBHOOK_SECRET 对原始请求体的签名；不符为 400"}}
+RATINGS = {"type": "object", "properties": {
+    "cooperative_id": {"type": "integer"}, "count": {"type": "integer"},
+    "averages": {"type": "object", "description": "quality、delivery、service 各自的平均分", "additionalProperties": AVERAGE},
+    "items": {"type": "array", "items": CooperativeRatingOutSchema}}}
+REVIEWS = {"type": "object", "properties": {
+    "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": AVERAGE,
+    "items": {"type": "array", "items": ReviewOutSchema}}}
+DOCUMENTS = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
+    "kind": {"type": "string", "enum": ["purchase_order", "delivery_note", "payment_receipt"]},
+    "scope": {"type": "integer"}, "label": {"type": "string"}, "issued": {"type": "boolean"},
+    "sha256": {"type": ["string", "null"]}, "url": {"type": "string"}}}}}}
 
 
 def _idempotency_key() -> str | None:
@@ -29,6 +57,8 @@ def _idempotency_key() -> str | None:
 
 
 @bp.post("/orders")
+@api_doc(request=OrderCreateSchema, headers=IDEMPOTENCY_HEADER, response=OrderOutSchema, status=201,
+         errors=(403, 409, 502, 503))
 @require_login
 def create_order():
     """Place an order: prices from the server, stock reserved at once (201).
@@ -45,6 +75,7 @@ def create_order():
 
 
 @bp.get("/orders")
+@api_doc(query=OrderQuerySchema, paged=True, response=OrderOutSchema, many=True)
 @require_login
 def list_orders():
     """The caller's orders (a cooperative: orders holding its products; finance, admin: all)."""
@@ -57,6 +88,7 @@ def list_orders():
 
 
 @bp.get("/orders/<int:order_id>")
+@api_doc(response=OrderOutSchema, errors=(403,))
 @require_login
 def get_order(order_id: int):
     """One order: all of it for its buyer, finance and admin; a cooperative sees its own part."""
@@ -65,6 +97,7 @@ def get_order(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/cancel")
+@api_doc(response=OrderOutSchema, errors=(403, 409, 502))
 @require_login
 def cancel_order(order_id: int):
     """The buyer cancels an unpaid order; stock is released at once."""
@@ -72,6 +105,7 @@ def cancel_order(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/confirm-transfer")
+@api_doc(request=TransferConfirmSchema, response=OrderOutSchema, errors=(409,))
 @require_roles(Role.FINANCE)
 def confirm_transfer(order_id: int):
     """Finance confirms a bank transfer of exactly the order's total."""
@@ -80,6 +114,7 @@ def confirm_transfer(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/refund")
+@api_doc(request=RefundCreateSchema, response=OrderOutSchema, errors=(409, 502))
 @require_roles(Role.FINANCE, Role.ADMIN)
 def refund_order(order_id: int):
     """Refund part or all of a paid order (through Stripe for Stripe payments)."""
@@ -88,6 +123,7 @@ def refund_order(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/ship")
+@api_doc(request=ShipSchema, response=OrderOutSchema, errors=(409,))
 @require_roles(Role.COOPERATIVE, Role.ADMIN)
 def ship_order(order_id: int):
     """A cooperative marks its part of the order shipped with a tracking number."""
@@ -98,6 +134,7 @@ def ship_order(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/confirm-receipt")
+@api_doc(response=OrderOutSchema, errors=(403, 409))
 @require_login
 def confirm_receipt(order_id: int):
     """The buyer confirms receipt (验货), completing a shipped order."""
@@ -105,6 +142,7 @@ def confirm_receipt(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/approval")
+@api_doc(request=DecisionSchema, response=OrderOutSchema, errors=(409, 502))
 @require_roles(Role.CANTEEN_BUYER)
 def decide_approval(order_id: int):
     """The unit's approver approves or rejects an order above the unit's threshold (内部审批)."""
@@ -113,6 +151,7 @@ def decide_approval(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/inspection")
+@api_doc(request=InspectionSchema, response=OrderOutSchema, status=201, errors=(403, 409))
 @require_login
 def record_inspection(order_id: int):
     """The buyer records 验货 line by line; a shortfall opens a refund request for finance (201)."""
@@ -121,6 +160,7 @@ def record_inspection(order_id: int):
 
 
 @bp.get("/refund-requests")
+@api_doc(query=RefundRequestQuerySchema, paged=True, response=RefundRequestOutSchema, many=True)
 @require_roles(Role.FINANCE, Role.ADMIN)
 def list_refund_requests():
     """验货 refund requests, newest first (``?status=open`` is finance's to-do list)."""
@@ -131,6 +171,7 @@ def list_refund_requests():
 
 
 @bp.post("/refund-requests/<int:request_id>/decision")
+@api_doc(request=RefundDecisionSchema, response=RefundRequestOutSchema, errors=(409, 502))
 @require_roles(Role.FINANCE, Role.ADMIN)
 def decide_refund_request(request_id: int):
     """Finance refunds a 验货 claim from the claimed lines, or declines it with a reason."""
@@ -140,6 +181,7 @@ def decide_refund_request(request_id: int):
 
 
 @bp.post("/orders/<int:order_id>/ratings")
+@api_doc(request=CooperativeRatingSchema, response=CooperativeRatingOutSchema, status=201, errors=(403, 409))
 @require_login
 def rate_cooperative(order_id: int):
     """履约评价: the buyer of a completed order rates one of its cooperatives (201)."""
@@ -148,6 +190,7 @@ def rate_cooperative(order_id: int):
 
 
 @bp.post("/orders/<int:order_id>/reviews")
+@api_doc(request=ProductReviewSchema, response=ReviewOutSchema, status=201, errors=(403, 409))
 @require_login
 def review_product(order_id: int):
     """The buyer of a completed order reviews one of its products (201)."""
@@ -157,6 +200,7 @@ def review_product(order_id: int):
 
 
 @bp.get("/cooperatives/<int:cooperative_id>/ratings")
+@api_doc(response=RATINGS, errors=(403,))
 @require_login
 def cooperative_ratings(cooperative_id: int):
     """A cooperative's 履约评价 (its members, reviewers, officials, admins): averages and latest."""
@@ -166,6 +210,7 @@ def cooperative_ratings(cooperative_id: int):
 
 
 @bp.get("/products/<int:product_id>/reviews")
+@api_doc(response=REVIEWS)
 def product_reviews(product_id: int):
     """A product's reviews, public: the average mark, how many, the latest ones."""
     summary = ratings.product_reviews(product_id)
@@ -179,6 +224,8 @@ def _review_body(review) -> dict:
 
 
 @bp.post("/payments/stripe/webhook")
+@api_doc(request=STRIPE_EVENT, headers=STRIPE_SIGNATURE, response={"type": "object", "properties": {
+    "received": {"type": "boolean"}, "duplicate": {"type": "boolean"}, "outcome": {"type": "string"}}})
 def stripe_webhook():
     """Stripe's webhook: the signature is checked over the raw body; redeliveries change nothing."""
     result = services.handle_stripe_webhook(request.get_data(cache=False),
@@ -187,6 +234,7 @@ def stripe_webhook():
 
 
 @bp.get("/orders/<int:order_id>/documents")
+@api_doc(response=DOCUMENTS, errors=(403,))
 @require_login
 def list_documents(order_id: int):
     """The order's PDF documents the caller may download (purchase order, delivery notes, receipt)."""
@@ -202,6 +250,8 @@ def list_documents(order_id: int):
 
 
 @bp.get("/orders/<int:order_id>/documents/<any(purchase_order, delivery_note, payment_receipt):kind>.pdf")
+@api_doc(files=("pdf",), query={"cooperative_id": fields.Integer(validate=validate.Range(min=1), metadata={
+    "description": "送货单所属合作社（不填：整单）"})}, errors=(403, 409))
 @require_login
 def get_document(order_id: int, kind: str):
     """One document as PDF, issued on the first request and frozen (``X-Content-SHA256``)."""

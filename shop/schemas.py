@@ -299,6 +299,55 @@ class CooperativeRatingOutSchema(Schema):
     created_at = fields.Function(lambda r: isoformat(r.created_at))
 
 
+class ReviewOutSchema(Schema):
+    """A product review as the API shows it (``api._review_body``)."""
+
+    id = fields.Integer()
+    product_id = fields.Integer()
+    rating = fields.Integer()
+    comment = fields.String()
+    reviewer = fields.String(metadata={"description": "公开显示的评价人（已脱敏）"})
+    created_at = fields.String()
+
+
+class OrderOutSchema(Schema):
+    """An order as ``dump_order`` shapes it; a cooperative (``scope: cooperative``) sees its own part only,
+    without the fields from ``buyer_id`` on."""
+
+    id = fields.Integer()
+    number = fields.String()
+    status = fields.String(metadata={"enum": [s.value for s in OrderStatus]})
+    status_label = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNEL_LABELS)})
+    channel_label = fields.String()
+    currency = fields.String()
+    total_fen = fields.Integer()
+    lines = fields.List(fields.Nested(LineOutSchema))
+    shipping = fields.Dict(metadata={"description": "{name, phone, address}"})
+    fulfilments = fields.List(fields.Nested(FulfilmentOutSchema))
+    purchase_order_no = fields.String(allow_none=True)
+    delivery_date = fields.String(allow_none=True)
+    created_at = fields.String()
+    paid_at = fields.String(allow_none=True)
+    shipped_at = fields.String(allow_none=True)
+    completed_at = fields.String(allow_none=True)
+    approval = fields.Dict(allow_none=True, metadata={"description": "{status, label, by, at, comment}：内部审批"})
+    inspection = fields.Nested(InspectionOutSchema, allow_none=True)
+    scope = fields.String(metadata={"enum": ["order", "cooperative"]})
+    buyer_id = fields.Integer()
+    budget_unit_id = fields.Integer(allow_none=True)
+    refunded_fen = fields.Integer()
+    payment_method = fields.String(metadata={"enum": list(PAYMENT_METHODS)})
+    payment = fields.Dict(metadata={"description": "{provider, checkout_session_id, checkout_url, payment_intent_id, "
+                                                   "reference, bank_transfer}"})
+    invoice = fields.Dict(allow_none=True)
+    reserved_until = fields.String(allow_none=True)
+    cancelled_at = fields.String(allow_none=True)
+    cancel_reason = fields.String(allow_none=True)
+    refunds = fields.List(fields.Nested(RefundOutSchema))
+    refund_requests = fields.List(fields.Nested(RefundRequestOutSchema))
+
+
 _LINES = LineOutSchema(many=True)
 _FULFILMENTS = FulfilmentOutSchema(many=True)
 _REFUNDS = RefundOutSchema(many=True)

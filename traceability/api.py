@@ -6,8 +6,12 @@ from flask import Blueprint, Response, jsonify, request
 from core.auth import current_user, require_roles
 from core.http import json_body, list_envelope, page_params
 from core.models import Role
+from core.openapi import api_doc, api_tag, envelope
 from core.timeutil import isoformat
 from traceability import fakes, presenters, qr, services
+from traceability.schemas import (BatchCreateSchema, BatchOutSchema, FakeReportsSchema, IssuedSerialsSchema,
+                                  ScanOutSchema, SerialOutSchema, SerialRequestSchema, TraceEventCreateSchema,
+                                  TraceEventOutSchema)
 
 bp = Blueprint("traceability_api", __name__, url_prefix="/api/v1")
 
@@ -16,8 +20,16 @@ bp = Blueprint("traceability_api", __name__, url_prefix="/api/v1")
 # for batches they never held, so only the batch's cooperative and admins may fetch it.
 MANAGERS = (Role.COOPERATIVE, Role.ADMIN)
 
+api_tag(bp, "批次与溯源", "生产批次与库存、二维码、单品序列号、流通事件、扫码记录、疑似假冒举报")
+
+EVENTS = {"type": "object", "properties": {"items": {"type": "array", "items": TraceEventOutSchema},
+                                           "total": {"type": "integer"}}}
+SCANS = {"allOf": [envelope(ScanOutSchema), {"type": "object", "properties": {
+    "batch_id": {"type": "integer"}, "summary": {"type": "object", "description": "扫码合计、按设备与客户端、阈值、扫码最多的序列号"}}}]}
+
 
 @bp.post("/products/<int:product_id>/batches")
+@api_doc(request=BatchCreateSchema, response=BatchOutSchema, status=201, errors=(409,))
 @require_roles(*MANAGERS)
 def create_batch(product_id: int):
     """Create a batch of a certified product; its quantity becomes sellable stock."""
@@ -26,6 +38,7 @@ def create_batch(product_id: int):
 
 
 @bp.get("/products/<int:product_id>/batches")
+@api_doc(paged=True, response=BatchOutSchema, many=True)
 @require_roles(*MANAGERS)
 def list_product_batches(product_id: int):
     """A product's batches, newest first (its cooperative, admins)."""
@@ -35,6 +48,7 @@ def list_product_batches(product_id: int):
 
 
 @bp.get("/batches")
+@api_doc(paged=True, response=BatchOutSchema, many=True)
 @require_roles(*MANAGERS)
 def list_batches():
     """The caller's cooperative's batches (every batch for an admin), with scan totals."""
@@ -44,6 +58,7 @@ def list_batches():
 
 
 @bp.get("/batches/<int:batch_id>")
+@api_doc(response=BatchOutSchema)
 @require_roles(*MANAGERS)
 def get_batch(batch_id: int):
     """One batch with its compliance-certificate fields, scan totals and event history."""
@@ -52,6 +67,7 @@ def get_batch(batch_id: int):
 
 
 @bp.get("/batches/<int:batch_id>/qr.png")
+@api_doc(files=("png",))
 @require_roles(*MANAGERS)
 def batch_qr(batch_id: int):
     """A PNG QR code whose text is exactly the batch's ``trace_url``."""
@@ -67,6 +83,7 @@ def batch_qr(batch_id: int):
 
 
 @bp.post("/batches/<int:batch_id>/serials")
+@api_doc(request=SerialRequestSchema, response=IssuedSerialsSchema, status=201, errors=(409,))
 @require_roles(*MANAGERS)
 def issue_serials(batch_id: int):
     """Issue item serials: one unique, unguessable code per item label."""
@@ -76,6 +93,7 @@ def issue_serials(batch_id: int):
 
 
 @bp.get("/batches/<int:batch_id>/serials")
+@api_doc(paged=True, response=SerialOutSchema, many=True)
 @require_roles(*MANAGERS)
 def list_serials(batch_id: int):
     """A batch's serials with their scan counts, most scanned first."""
@@ -85,6 +103,7 @@ def list_serials(batch_id: int):
 
 
 @bp.post("/batches/<int:batch_id>/events")
+@api_doc(request=TraceEventCreateSchema, response=TraceEventOutSchema, status=201, errors=(409,))
 @require_roles(*MANAGERS)
 def create_event(batch_id: int):
     """Record a shipping, receiving or retail-selling event of a batch."""
@@ -93,6 +112,7 @@ def create_event(batch_id: int):
 
 
 @bp.get("/batches/<int:batch_id>/events")
+@api_doc(response=EVENTS)
 @require_roles(*MANAGERS)
 def list_events(batch_id: int):
     """A batch's event history, commissioning first."""
@@ -102,6 +122,7 @@ def list_events(batch_id: int):
 
 
 @bp.get("/batches/<int:batch_id>/scans")
+@api_doc(paged=True, response=SCANS)
 @require_roles(*MANAGERS)
 def list_scans(batch_id: int):
     """Scan totals of a batch (batch code and items) and its scan log, newest first."""
@@ -113,6 +134,7 @@ def list_scans(batch_id: int):
 
 
 @bp.get("/fake-reports")
+@api_doc(response=FakeReportsSchema)
 @require_roles(Role.PREFECTURE_REVIEWER, Role.ADMIN)
 def fake_reports():
     """Flagged batches and item serials, most reported first, and reports of codes that did not verify."""

@@ -82,3 +82,87 @@ class TraceEventCreateSchema(Schema):
                               validate=validate.Range(min=1, max=10_000_000, error="必须是 1 到 10000000 之间的整数"),
                               error_messages={"invalid": "必须是整数"})
     note = fields.String(load_default="", validate=validate.Length(max=500, error="最长 500 字"))
+
+
+# ---- answers of the API (``traceability.presenters`` builds them; described here for the OpenAPI document) ----
+
+class TraceEventOutSchema(Schema):
+    """One EPCIS-like event (``presenters.event_json``)."""
+
+    id = fields.Integer()
+    batch_id = fields.Integer()
+    type = fields.String(metadata={"description": "commissioning（赋码）或 shipping、receiving、retail_selling"})
+    label = fields.String()
+    occurred_at = fields.String(allow_none=True)
+    recorded_at = fields.String(allow_none=True)
+    location = fields.String(allow_none=True)
+    partner = fields.String(allow_none=True)
+    quantity = fields.Integer(allow_none=True)
+    note = fields.String(allow_none=True)
+
+
+class ScanTotalsSchema(Schema):
+    batch_code = fields.Integer()
+    items = fields.Integer()
+    total = fields.Integer()
+    first_at = fields.String(allow_none=True)
+    last_at = fields.String(allow_none=True)
+
+
+class BatchOutSchema(Schema):
+    """A batch (``presenters.batch_json``): the contract's fields, the 承诺达标合格证, links; details on one batch."""
+
+    id = fields.Integer()
+    product_id = fields.Integer()
+    product_name = fields.String()
+    lot = fields.String()
+    village_id = fields.Integer()
+    village = fields.Dict(metadata={"description": "{id, name, township, county, zone, zone_label}"})
+    produced_on = fields.String(allow_none=True)
+    expires_on = fields.String(allow_none=True)
+    quantity = fields.Integer()
+    available_quantity = fields.Integer()
+    unit = fields.String(allow_none=True)
+    commitment_basis = fields.String(metadata={"enum": list(COMMITMENT_BASIS_LABELS)})
+    compliance_certificate = fields.Dict(metadata={"description": "电子承诺达标合格证的八项内容"})
+    trace_url = fields.String(metadata={"description": "带签名的公开溯源地址（有 GTIN 时为 GS1 Digital Link）"})
+    qr_png_url = fields.String()
+    labels_url = fields.String()
+    created_at = fields.String()
+    scans = fields.Nested(ScanTotalsSchema)
+    serials_count = fields.Integer(metadata={"description": "仅单个批次详情"})
+    events = fields.List(fields.Nested(TraceEventOutSchema), metadata={"description": "仅单个批次详情"})
+
+
+class SerialOutSchema(Schema):
+    serial = fields.String()
+    trace_url = fields.String()
+    scan_count = fields.Integer()
+    first_scanned_at = fields.String(allow_none=True)
+    last_scanned_at = fields.String(allow_none=True)
+    created_at = fields.String()
+
+
+class IssuedSerialsSchema(Schema):
+    """``POST /batches/{id}/serials``: the new serials and their URLs."""
+
+    batch_id = fields.Integer()
+    count = fields.Integer()
+    items = fields.List(fields.Nested(SerialOutSchema(only=("serial", "trace_url"))))
+
+
+class ScanOutSchema(Schema):
+    id = fields.Integer()
+    at = fields.String()
+    serial = fields.String(allow_none=True)
+    device_class = fields.String(allow_none=True)
+    client = fields.String(allow_none=True)
+    as_json = fields.Boolean()
+
+
+class FakeReportsSchema(Schema):
+    """``GET /fake-reports``: flagged batches and serials, most reported first, and unverified codes."""
+
+    items = fields.List(fields.Dict(), metadata={"description": "{batch_id, serial, reports, latest_at, reasons, "
+                                                                "serial_scans, product, lot}"})
+    unverified = fields.List(fields.Dict(), metadata={"description": "{code, reason, note, created_at}"})

@@ -1,17 +1,27 @@
 """JSON (and file) API of the sales reports, under /api/v1 (contract: "Reports", "Budget units")."""
 from flask import Blueprint, Response, jsonify, request
+from marshmallow import fields, validate
 
 from core.auth import current_user, require_login, require_roles
 from core.errors import ValidationFailed
 from core.http import file_download, page_params
+from core.openapi import api_doc, api_tag
 from shop.reports import exports, filings, services
-from shop.reports.schemas import (CountySalesSchema, MonthlySalesSchema, ReportQuerySchema, ReservedShareSchema,
-                                  ReservedSharesSchema, TotalsSchema, YearQuerySchema)
+from shop.reports.schemas import (FORMATS, YEAR, CountySalesOutSchema, CountySalesSchema, MonthlySalesOutSchema,
+                                  MonthlySalesSchema, ReportQuerySchema, ReservedShareSchema, ReservedSharesSchema,
+                                  TotalsSchema, VillageSalesSchema, YearQuerySchema)
 
 bp = Blueprint("reports_api", __name__, url_prefix="/api/v1")
 
 #: Every village fits one page: the contract lets this report return up to 2000 per page.
 MAX_PER_PAGE = 2000
+
+api_tag(bp, "报表", "脱贫村销售额对照目标、县与分区汇总、月度趋势、食堂预留份额（JSON、CSV、Excel）")
+
+#: ``?year=&format=`` of the reserved-share reports (read by ``YearQuerySchema`` and ``file_format``).
+YEAR_AND_FORMAT = {"year": fields.Integer(validate=YEAR, metadata={"description": "年份（默认本年，上海时间）"}),
+                   "format": fields.String(validate=validate.OneOf(FORMATS), metadata={
+                       "description": "json（默认）；csv 或 xlsx 下载年度报备表"})}
 
 
 def file_response(report, extension: str) -> Response:
@@ -28,6 +38,7 @@ def file_response(report, extension: str) -> Response:
 
 
 @bp.get("/reports/village-sales")
+@api_doc(query=ReportQuerySchema, paged=MAX_PER_PAGE, response=VillageSalesSchema, files=("csv", "xlsx"))
 @require_roles(*services.REPORT_ROLES)
 def village_sales():
     """Every village matching the filters with sales, orders, target and progress (or a CSV/XLSX file).
@@ -51,6 +62,7 @@ def village_sales():
 
 
 @bp.get("/reports/county-sales")
+@api_doc(query=ReportQuerySchema, response=CountySalesOutSchema)
 @require_roles(*services.REPORT_ROLES)
 def county_sales():
     """Sales, villages, villages at target, target and progress per county and per zone."""
@@ -60,6 +72,7 @@ def county_sales():
 
 
 @bp.get("/reports/monthly-sales")
+@api_doc(query=ReportQuerySchema, response=MonthlySalesOutSchema)
 @require_roles(*services.REPORT_ROLES)
 def monthly_sales():
     """Sales per Asia/Shanghai month of the year, with the running total against the target."""
@@ -69,6 +82,7 @@ def monthly_sales():
 
 
 @bp.get("/budget-units/<int:unit_id>/reserved-share")
+@api_doc(query=YEAR_AND_FORMAT, response=ReservedShareSchema, files=("csv", "xlsx"), errors=(403,))
 @require_login
 def reserved_share(unit_id: int):
     """A canteen's paid purchases in ``?year=`` (default this year) against that year's reserved share:
@@ -80,6 +94,7 @@ def reserved_share(unit_id: int):
 
 
 @bp.get("/reports/reserved-shares")
+@api_doc(query=YEAR_AND_FORMAT, response=ReservedSharesSchema, files=("csv", "xlsx"))
 @require_roles(*services.CANTEEN_OVERVIEW_ROLES)
 def reserved_shares():
     """Every budget unit's paid canteen purchases this year against its reserved share, furthest behind first."""

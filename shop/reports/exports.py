@@ -9,11 +9,21 @@ from decimal import Decimal
 from urllib.parse import quote
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.styles import Alignment, Font
 from openpyxl.utils import get_column_letter
 
 from core.timeutil import to_shanghai, utcnow
 from shop.reports.services import VillageSalesReport
+
+def cell_values(values) -> list:
+    """A worksheet row with the control characters XLSX cannot hold removed from its text.
+
+    Filters and names are the callers' text (a township filter, a unit's name): openpyxl refuses
+    a cell with, say, a form feed, which turned a download into a 500.
+    """
+    return [ILLEGAL_CHARACTERS_RE.sub("", value) if isinstance(value, str) else value for value in values]
+
 
 #: (header, row key) — Chinese headers, fixed so spreadsheets built on them keep working.
 COLUMNS = (
@@ -76,7 +86,7 @@ def village_sales_xlsx(report: VillageSalesReport) -> bytes:
         cell.alignment = Alignment(horizontal="center")
     for item in report.items:
         values = _values(item)
-        sheet.append([values[key] for _, key in COLUMNS])
+        sheet.append(cell_values([values[key] for _, key in COLUMNS]))
     money = {HEADERS.index("销售额（元）") + 1, HEADERS.index("年度目标（元）") + 1}
     percent = HEADERS.index("完成率") + 1
     for row in sheet.iter_rows(min_row=2):
@@ -102,7 +112,7 @@ def village_sales_xlsx(report: VillageSalesReport) -> bytes:
         ("达标村数", totals["villages_at_target"]),
         ("生成时间", to_shanghai(utcnow()).strftime("%Y-%m-%d %H:%M")),
     ):
-        about.append([label, value])
+        about.append(cell_values([label, value]))
     about.column_dimensions["A"].width = 18
     about.column_dimensions["B"].width = 70
     for cell in (about["B5"], about["B6"]):

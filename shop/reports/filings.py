@@ -16,6 +16,7 @@ from core.models import User
 from core.timeutil import to_shanghai, utcnow
 from shop.models import PAYMENT_METHOD_LABELS
 from shop.reports import services
+from shop.reports.exports import cell_values
 from shop.reports.exports import yuan_decimal as _yuan
 
 _YUAN = "¥#,##0.00"
@@ -115,7 +116,7 @@ def _xlsx(parts) -> bytes:
         for cell in sheet[1]:
             cell.font = Font(bold=True)
         for row in rows:
-            sheet.append(list(row))
+            sheet.append(cell_values(row))
         for row in sheet.iter_rows(min_row=2):
             for cell in row:
                 if isinstance(cell.value, Decimal):

@@ -160,3 +160,28 @@ class ReservedSharesSchema(Schema):
     year = fields.Integer()
     items = fields.List(fields.Nested(ReservedShareSchema(exclude=("year",))))
     totals = fields.Nested(ReservedSharesTotalsSchema)
+
+
+class VillageSalesSchema(Schema):
+    """``/reports/village-sales`` as JSON (the view assembles it from the service's rows)."""
+
+    year = fields.Integer()
+    sort = fields.String()
+    items = fields.List(fields.Nested(VillageSalesItemSchema))
+    totals = fields.Nested(TotalsSchema)
+    simulated_payment_orders = fields.Integer(metadata={"description": "当年经模拟支付（离线演示）的订单数"})
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+
+
+class SimulatedCountSchema(Schema):
+    simulated_payment_orders = fields.Integer(metadata={"description": "当年经模拟支付（离线演示）的订单数"})
+
+
+class CountySalesOutSchema(CountySalesSchema, SimulatedCountSchema):
+    """``/reports/county-sales`` with the count of simulated payments."""
+
+
+class MonthlySalesOutSchema(MonthlySalesSchema, SimulatedCountSchema):
+    """``/reports/monthly-sales`` with the count of simulated payments."""

@@ -380,3 +380,22 @@ def test_no_json_endpoint_answers_500_when_any_one_field_of_a_valid_body_is_host
     assert not failures, failures[:20]
     # Bounded where it enters: the database's refusal (core.errors' last net) was never needed.
     assert not [r.getMessage()[:200] for r in caplog.records if "database refused" in r.getMessage()]
+
+
+# ---------------------------------------------------------------- found by the OpenAPI fuzz (tests/core/test_openapi_fuzz.py)
+
+NAMELESS_PART = b'--XX\r\nContent-Disposition: form-data; name="a\\"\r\n\r\nv\r\n--XX--\r\n'
+
+
+def test_a_multipart_part_whose_name_does_not_parse_is_400_not_500(app, client, make, world):
+    """Werkzeug keys such a part as None: the API's input check and Flask-WTF's CSRF check both
+    crashed on it (500) before any view ran."""
+    response = client.post(f"/api/v1/products/{world['product'].id}/images", data=NAMELESS_PART,
+                           content_type="multipart/form-data; boundary=XX", headers=make.headers(world["member"]))
+    assert _assert_error_shape(response, 400)["code"] == "malformed_form"
+    app.config["WTF_CSRF_ENABLED"] = True  # as in production: the CSRF check reads the form first
+    try:
+        response = client.post("/login", data=NAMELESS_PART, content_type="multipart/form-data; boundary=XX")
+    finally:
+        app.config["WTF_CSRF_ENABLED"] = False
+    assert response.status_code == 400

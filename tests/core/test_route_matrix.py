@@ -115,6 +115,7 @@ ACCESS = {
     ("certification_api.list_products", "GET"): PUBLIC, ("certification_api.get_product", "GET"): PUBLIC,
     ("certification_api.cooperative_products", "GET"): PUBLIC, ("search_api.search", "GET"): PUBLIC,
     ("shop_api.product_reviews", "GET"): PUBLIC, ("shop_api.stripe_webhook", "POST"): PUBLIC,
+    ("openapi.openapi_json", "GET"): PUBLIC, ("openapi.docs_page", "GET"): PUBLIC,
     # ---- API: signed in
     ("core_api.me", "GET"): LOGIN, ("core_api.logout", "POST"): LOGIN, ("core_api.logout_everywhere", "POST"): LOGIN,
     ("core_api.change_password", "POST"): LOGIN,

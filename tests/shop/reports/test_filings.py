@@ -68,3 +68,20 @@ def test_the_pages_link_the_filings(client, make):
     assert response.status_code == 200
     assert quote("预留份额年度报备") in response.headers["Content-Disposition"]
     assert load_workbook(io.BytesIO(response.data)).sheetnames == ["汇总", "月度", "订单"]
+
+
+def test_control_characters_in_a_filter_or_a_unit_name_do_not_break_the_xlsx_files(client, make):
+    """Found by the OpenAPI fuzz: openpyxl refuses a cell with a control character, which made
+    ``?format=xlsx&township=a%0Cb`` (the filter is written on the 说明 sheet) a 500; a budget unit
+    name with one did the same to the filing."""
+    official = make.headers(make.user(Role.OFFICIAL))
+    response = client.get("/api/v1/reports/village-sales?format=xlsx&township=%E9%BB%98%0C%E6%88%8E", headers=official)
+    assert response.status_code == 200
+    about = load_workbook(io.BytesIO(response.data))["说明"]
+    assert "默戎" in [row[1] for row in about.iter_rows(values_only=True) if row[0] == "范围"][0]
+    make.budget_unit(name="测试\x0b食堂")
+    response = client.get("/api/v1/reports/reserved-shares?format=xlsx", headers=official)
+    assert response.status_code == 200
+    cells = [value for sheet in load_workbook(io.BytesIO(response.data)) for row in sheet.iter_rows(values_only=True)
+             for value in row]
+    assert "测试食堂" in cells
