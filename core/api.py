@@ -91,6 +91,8 @@ def change_password():
 
 
 @bp.post("/auth/password-reset")
+@api_doc(request=PasswordResetRequestSchema, status=202, errors=(429,),
+         response={"type": "object", "properties": {"message": {"type": "string"}}})
 @rate_limited("password_reset", 5)
 def request_password_reset():
     """``{"email"}``: e-mail a one-time reset link if the address has an account; 202 either way."""
@@ -100,6 +102,8 @@ def request_password_reset():
 
 
 @bp.post("/auth/password-reset/confirm")
+@api_doc(request=PasswordResetConfirmSchema,
+         response={"type": "object", "properties": {"message": {"type": "string"}, "user": {"type": "object"}}})
 def confirm_password_reset():
     """``{"token", "new_password"}``: set the password; every session and token of the account ends."""
     fields = PasswordResetConfirmSchema().load(json_body())

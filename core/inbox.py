@@ -6,17 +6,20 @@ user's id is a 404, as an absent one).
 import logging
 
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from marshmallow import fields
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import notifications
 from core.auth import current_user, require_login
 from core.http import list_envelope, page_params
 from core.identifiers import whole_number
+from core.openapi import api_doc, api_tag
 from core.schemas import NotificationSchema
 
 log = logging.getLogger(__name__)
 bp = Blueprint("notifications", __name__)
 api = Blueprint("notifications_api", __name__, url_prefix="/api/v1")
+api_tag(api, "消息", "站内消息：列表、标为已读")
 
 #: Notices per page on the inbox page.
 PAGE_SIZE = 30
@@ -87,6 +90,8 @@ def mark_all_read():
 
 
 @api.get("/notifications")
+@api_doc(query={"unread": fields.String(metadata={"description": "1 或 true：只列未读消息"})}, paged=True,
+         response=NotificationSchema, many=True)
 @require_login
 def list_notifications():
     """The caller's notices, newest first (``?unread=1``), in the contract's list shape."""
@@ -98,6 +103,7 @@ def list_notifications():
 
 
 @api.post("/notifications/<int:notification_id>/read")
+@api_doc(response=NotificationSchema)
 @require_login
 def read_notification(notification_id: int):
     """Mark one of the caller's notices read; answers it (404 for anyone else's)."""
@@ -105,6 +111,7 @@ def read_notification(notification_id: int):
 
 
 @api.post("/notifications/read-all")
+@api_doc(response={"type": "object", "properties": {"marked": {"type": "integer"}, "unread": {"type": "integer"}}})
 @require_login
 def read_all_notifications():
     """Mark all the caller's notices read: ``{"marked": n, "unread": 0}``."""

@@ -79,11 +79,12 @@ class ApiDoc:
     headers: dict = field(default_factory=dict)
     summary: str | None = None
     description: str | None = None
+    also: tuple = ()
 
 
 def api_doc(*, request=None, response=None, status: int = 200, many: bool = False, errors=(), query=None,
             paged: int | bool | None = None, files=(), upload: str | None = None, headers: dict | None = None,
-            summary: str | None = None, description: str | None = None):
+            summary: str | None = None, description: str | None = None, also=()):
     """Describe an API view for the OpenAPI document; put it right under the route decorator.
 
     :param request: the marshmallow schema (class or instance, e.g. ``partial=...``) the JSON body
@@ -99,10 +100,12 @@ def api_doc(*, request=None, response=None, status: int = 200, many: bool = Fals
     :param upload: the body is multipart/form-data with this file field.
     :param headers: request headers ``{"Name": {"required": bool, "description": str, "schema": {...}}}``.
     :param summary: defaults to the view docstring's first paragraph.
+    :param also: other success statuses with the same body, as ``((200, "when"), ...)`` (e.g. a
+        creation that may find nothing to create).
     """
     doc = ApiDoc(request=request, response=response, status=status, many=many, errors=tuple(errors), query=query,
                  paged=500 if paged is True else (paged or None), files=tuple(files), upload=upload,
-                 headers=dict(headers or {}), summary=summary, description=description)
+                 headers=dict(headers or {}), summary=summary, description=description, also=tuple(also))
 
     def decorator(view):
         view.api_doc = doc
@@ -316,6 +319,8 @@ def _operation(converter: _Converter, rule, method: str, view, doc: ApiDoc, tag:
     if content:
         success["content"] = content
     operation["responses"][str(doc.status)] = success
+    for status, when in doc.also:
+        operation["responses"][str(status)] = {**success, "description": when}
     for status in sorted(statuses):
         operation["responses"][str(status)] = {"$ref": f"#/components/responses/{ERROR_RESPONSES[status][0]}"}
     return path, operation

@@ -13,7 +13,8 @@ from shop import approval, documents, inspection, ratings, services, settlements
 from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, DecisionSchema, InspectionSchema,
                           OrderCreateSchema, OrderOutSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
                           RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema, ReviewOutSchema,
-                          SettlementIssueSchema, SettlementPaySchema, SettlementQuerySchema, ShipSchema,
+                          SettlementIssuedSchema, SettlementIssueSchema, SettlementPaySchema, SettlementQuerySchema,
+                          SettlementStatementOutSchema, ShipSchema,
                           TransferConfirmSchema, dump_order)
 
 bp = Blueprint("shop_api", __name__, url_prefix="/api/v1")
@@ -273,6 +274,7 @@ def _scope_arg() -> int:
 # ---------------------------------------------------------------- settlement (结算)
 
 @bp.get("/settlements")
+@api_doc(query=SettlementQuerySchema, paged=True, response=SettlementStatementOutSchema, many=True)
 @require_roles(*settlements.READ_ROLES)
 def list_settlements():
     """Statements the caller may see (a cooperative: its own), newest period first."""
@@ -283,6 +285,8 @@ def list_settlements():
 
 
 @bp.post("/settlements")
+@api_doc(request=SettlementIssueSchema, response=SettlementIssuedSchema, status=201, errors=(409,),
+         also=((200, "本期没有待结算的款项，未出具结算单（items 为空）"),))
 @require_roles(*settlements.SETTLEMENT_MANAGERS)
 def issue_settlements():
     """Issue a period's statements (201 with those issued; 200 and none when nothing is left to settle)."""
@@ -292,6 +296,7 @@ def issue_settlements():
 
 
 @bp.get("/settlements/<int:statement_id>")
+@api_doc(response=SettlementStatementOutSchema)
 @require_roles(*settlements.READ_ROLES)
 def get_settlement(statement_id: int):
     """One statement with its frozen lines (404 for another cooperative's)."""
@@ -299,6 +304,7 @@ def get_settlement(statement_id: int):
 
 
 @bp.post("/settlements/<int:statement_id>/pay")
+@api_doc(request=SettlementPaySchema, response=SettlementStatementOutSchema, errors=(409,))
 @require_roles(*settlements.SETTLEMENT_MANAGERS)
 def pay_settlement(statement_id: int):
     """Record the bank transfer that paid a statement (once; again: 409)."""
@@ -307,6 +313,7 @@ def pay_settlement(statement_id: int):
 
 
 @bp.get("/settlements/<int:statement_id>/statement.<any(csv, xlsx):extension>")
+@api_doc(files=("csv", "xlsx"))
 @require_roles(*settlements.READ_ROLES)
 def download_settlement(statement_id: int, extension: str):
     """The statement as CSV or XLSX, with the SHA-256 of its frozen content in ``X-Content-SHA256``."""

@@ -310,6 +310,51 @@ class ReviewOutSchema(Schema):
     created_at = fields.String()
 
 
+class SettlementLineOutSchema(Schema):
+    """One frozen movement of a statement: a sale (+) or a refund (−)."""
+
+    kind = fields.String(metadata={"enum": ["sale", "refund"]})
+    order_number = fields.String()
+    product_id = fields.Integer()
+    product_name = fields.String()
+    village_id = fields.Integer()
+    village = fields.String()
+    quantity = fields.Integer(allow_none=True)
+    amount_fen = fields.Integer(metadata={"description": "销售为正，退款为负"})
+    occurred_at = fields.String()
+
+
+class SettlementStatementOutSchema(Schema):
+    """A settlement statement (结算单) as ``settlements.dump_statement`` shapes it; ``lines`` on the
+    single-statement answer only."""
+
+    id = fields.Integer()
+    cooperative_id = fields.Integer()
+    cooperative = fields.String()
+    period = fields.String(metadata={"description": "结算期（北京时间的自然月），YYYY-MM"})
+    status = fields.String(metadata={"enum": ["issued", "paid"]})
+    status_label = fields.String()
+    gross_fen = fields.Integer()
+    refunds_fen = fields.Integer()
+    net_fen = fields.Integer()
+    net = fields.String()
+    line_count = fields.Integer()
+    content_sha256 = fields.String()
+    issued_at = fields.String()
+    issued_by_id = fields.Integer(allow_none=True)
+    paid_at = fields.String(allow_none=True)
+    paid_on = fields.String(allow_none=True)
+    paid_by_id = fields.Integer(allow_none=True)
+    bank_reference = fields.String(allow_none=True)
+    lines = fields.List(fields.Nested(SettlementLineOutSchema))
+
+
+class SettlementIssuedSchema(Schema):
+    """``POST /settlements``: the statements issued now (none when nothing was left to settle)."""
+
+    items = fields.List(fields.Nested(SettlementStatementOutSchema))
+
+
 class OrderOutSchema(Schema):
     """An order as ``dump_order`` shapes it; a cooperative (``scope: cooperative``) sees its own part only,
     without the fields from ``buyer_id`` on."""

@@ -10,9 +10,11 @@ type and body schema. Bounded and reproducible: few examples, ``derandomize``, n
 import io
 import json
 import os
+from datetime import datetime, timedelta
 
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
@@ -22,7 +24,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, respons
 from core.auth import issue_token
 from core.extensions import db
 from core.models import Role
-from core.timeutil import shanghai_today
+from core.timeutil import SHANGHAI, shanghai_today
 from tests.certification.factories import certified_product, member
 from tests.shop.factories import paid_order
 from tests.traceability.factories import batch, serials
@@ -297,10 +299,35 @@ def test_valid_requests_through_the_whole_api_answer_as_documented(app, make):
     story(make.user(Role.PREFECTURE_REVIEWER), "GET", "/api/v1/fake-reports")
     story(prefecture(make), "POST", "/api/v1/certifications/{certification_id}/revoke",
           body={"reason": "抽检不合格"}, certification_id=application["id"])
+    # ---- settlement of last month (a sale paid then), the cooperative's inbox
+    from traceability.models import Batch
+
+    last_month = (today.replace(day=1) - timedelta(days=1))
+    paid_order(consumer, [(db.session.get(Batch, batch_["id"]), 1)],
+               paid_at=datetime(last_month.year, last_month.month, 15, 12, tzinfo=SHANGHAI))
+    statement = story(finance, "POST", "/api/v1/settlements", status=201,
+                      body={"period": f"{last_month:%Y-%m}"})["items"][0]
+    story(finance, "GET", "/api/v1/settlements", query={"period": f"{last_month:%Y-%m}", "status": "issued"})
+    story(coop, "GET", "/api/v1/settlements/{statement_id}", statement_id=statement["id"])
+    story(coop, "GET", "/api/v1/settlements/{statement_id}/statement.{extension}", statement_id=statement["id"],
+          extension="xlsx")
+    story(finance, "POST", "/api/v1/settlements/{statement_id}/pay", statement_id=statement["id"],
+          body={"bank_reference": "HX20261207-0001"})
+    notices = story(coop, "GET", "/api/v1/notifications", query={"unread": "1"})["items"]
+    story(coop, "POST", "/api/v1/notifications/{notification_id}/read", notification_id=notices[0]["id"])
+    story(coop, "POST", "/api/v1/notifications/read-all")
+
     story(consumer, "POST", "/api/v1/auth/password",
           body={"current_password": "password123", "new_password": "Xiangxi-2026-new"})
     story(consumer, "POST", "/api/v1/auth/logout")
     story(consumer, "POST", "/api/v1/auth/logout-all")
+    # ---- a forgotten password: the link goes out by e-mail (read here from the outbox)
+    from core.notifications import Notification
+
+    story(None, "POST", "/api/v1/auth/password-reset", status=202, body={"email": consumer.email})
+    link = db.session.scalar(sa.select(Notification.link).where(Notification.kind == "password_reset"))
+    story(None, "POST", "/api/v1/auth/password-reset/confirm",
+          body={"token": link.rsplit("/", 1)[1], "new_password": "Xiangxi-2026-reset"})
     story(None, "GET", "/api/v1/openapi.json")
     every = {f"{result.ok().method.upper()} {result.ok().path}" for result in schema.get_all_operations()}
     assert not every - story.seen, ("operations without a valid request in this story (add a step such as "
