@@ -165,6 +165,7 @@ class _BackgroundSealer:
         # Seals asked for and seals covered: at exit there is nothing to do when they match.
         self.requested = 0
         self.covered = 0
+        self.exit_hook_pid: int | None = None
 
     def request(self, engine: sa.Engine, delay: float) -> None:
         """Ask for a seal soon (after this process's commit)."""
@@ -177,7 +178,9 @@ class _BackgroundSealer:
                 self.wake = threading.Event()
                 self.thread = threading.Thread(target=self._run, name="audit-sealer", daemon=True)
                 self.thread.start()
-                atexit.register(self.flush)
+                if self.exit_hook_pid != self.pid:
+                    atexit.register(self.flush)
+                    self.exit_hook_pid = self.pid
         self.wake.set()
 
     def _run(self) -> None:
@@ -208,7 +211,17 @@ class _BackgroundSealer:
                 log.warning("audit events left unsealed at exit; the next seal links them", exc_info=True)
 
 
-_background = _BackgroundSealer()
+# One sealer per engine (an app has one; tests and tools may hold several).
+_sealers: dict[sa.Engine, _BackgroundSealer] = {}
+_sealers_lock = threading.Lock()
+
+
+def _background_sealer(engine: sa.Engine) -> _BackgroundSealer:
+    with _sealers_lock:
+        sealer = _sealers.get(engine)
+        if sealer is None:
+            sealer = _sealers[engine] = _BackgroundSealer()
+        return sealer
 
 
 def seal_mode(app, engine: sa.Engine) -> str:
@@ -218,29 +231,35 @@ def seal_mode(app, engine: sa.Engine) -> str:
 
 
 def _seal_after_commit(session: orm.Session) -> None:
-    """Session hook: a transaction that added audit events committed; get them sealed."""
+    """Session hook: a transaction that added audit events committed; get them sealed.
+
+    Never raises: the business transaction is committed already, and an error here would reach
+    the caller as if it had failed. Whatever is not sealed now is sealed by the next seal.
+    """
     if not session.info.pop("audit_unsealed", False):
         return
-    from flask import current_app
+    try:
+        from flask import current_app
 
-    app = current_app._get_current_object()
-    engine = session.get_bind()
-    if seal_mode(app, engine) == "inline":
-        try:
+        app = current_app._get_current_object()
+        engine = session.get_bind()
+        if seal_mode(app, engine) == "inline":
             seal_pending(engine)
-        except Exception:  # the business transaction is committed; sealing is retried later
-            log.exception("audit events not sealed after commit; the next seal links them")
-    else:
-        delay_ms = app.config.get("AUDIT_SEAL_DELAY_MS") or os.environ.get("AUDIT_SEAL_DELAY_MS") or 20
-        _background.request(engine, float(delay_ms) / 1000)
+        else:
+            delay_ms = app.config.get("AUDIT_SEAL_DELAY_MS") or os.environ.get("AUDIT_SEAL_DELAY_MS") or 20
+            _background_sealer(engine).request(engine, float(delay_ms) / 1000)
+    except Exception:
+        log.exception("audit events not sealed after commit; the next seal links them")
 
 
-def _forget_after_rollback(session: orm.Session) -> None:
-    session.info.pop("audit_unsealed", None)
+def _forget_after_rollback(session: orm.Session, previous) -> None:
+    # A savepoint's rollback leaves the outer transaction's events to be sealed at its commit.
+    if not previous.nested:
+        session.info.pop("audit_unsealed", None)
 
 
 sa.event.listen(orm.Session, "after_commit", _seal_after_commit)
-sa.event.listen(orm.Session, "after_soft_rollback", lambda session, previous: _forget_after_rollback(session))
+sa.event.listen(orm.Session, "after_soft_rollback", _forget_after_rollback)
 
 
 def history_of(subject_type: str, subject_id: int) -> list[AuditEvent]:

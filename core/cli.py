@@ -71,7 +71,10 @@ def register(app: Flask) -> None:
 
         from core.audit import seal_pending, verify_chain, verify_checkpoint
 
-        seal_pending()  # what committed but was not linked yet (a process died first) is checked too
+        # What committed but was not linked yet (a process died first) is linked, then checked too.
+        sealed = seal_pending()
+        if sealed:
+            click.echo(f"先封存了 {sealed} 条已提交但尚未链接的审计记录。")
         report = verify_chain()
         if not report.ok:
             click.echo(f"审计链在记录 #{report.broken_at} 处断裂：{report.reason}（此前 {report.checked} 条完好）。",

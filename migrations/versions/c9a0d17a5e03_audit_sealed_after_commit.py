@@ -36,7 +36,11 @@ def upgrade():
 
 
 def downgrade():
-    op.execute("DELETE FROM audit_events WHERE seq IS NULL")
+    # The old schema has no room for an unlinked event, and deleting one would lose history.
+    unsealed = op.get_bind().execute(sa.text("SELECT COUNT(*) FROM audit_events WHERE seq IS NULL")).scalar()
+    if unsealed:
+        raise RuntimeError(f"{unsealed} audit events are not sealed yet: run `flask --app wsgi audit seal` "
+                           "before downgrading")
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_events_unsealed', postgresql_where=sa.text('seq IS NULL'),
                             sqlite_where=sa.text('seq IS NULL'))

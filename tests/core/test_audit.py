@@ -100,18 +100,48 @@ def test_events_left_unsealed_are_reported_then_sealed_by_audit_verify(runner):
 
 
 def test_the_background_sealer_links_commits_soon_after(app):
-    app.config["AUDIT_SEAL_MODE"] = "background"
+    app.config.update(AUDIT_SEAL_MODE="background", AUDIT_SEAL_DELAY_MS=300)
     try:
         for i in range(5):
             record_event(subject_type="thing", subject_id=i, action="touch")
             db.session.commit()
+        # Committed, not linked yet: the sealer waits a moment so later commits join its seal.
+        assert verify_chain().unsealed == 5
+        assert any(t.name == "audit-sealer" and t.is_alive() for t in threading.enumerate())
         deadline = time.monotonic() + 10
         while verify_chain().unsealed and time.monotonic() < deadline:
             time.sleep(0.02)
     finally:
-        app.config["AUDIT_SEAL_MODE"] = "inline"
+        app.config.update(AUDIT_SEAL_MODE="inline", AUDIT_SEAL_DELAY_MS=None)
     report = verify_chain()
     assert report.ok and report.checked == 5 and report.unsealed == 0
+
+
+def test_a_failing_seal_never_fails_the_committed_action(monkeypatch, caplog):
+    import core.audit
+
+    def broken(engine=None):
+        raise RuntimeError("database went away between commit and seal")
+
+    monkeypatch.setattr(core.audit, "seal_pending", broken)
+    record_event(subject_type="order", subject_id=1, action="paid")
+    db.session.commit()  # does not raise: the payment is recorded
+    assert "not sealed after commit" in caplog.text
+    monkeypatch.undo()
+    assert verify_chain().unsealed == 1
+    assert seal_pending() == 1 and verify_chain().checked == 1
+
+
+def test_swapped_places_are_detected():
+    _append(4)
+    second, third = db.session.scalars(sa.select(AuditEvent).order_by(AuditEvent.seq).offset(1).limit(2)).all()
+    places = second.seq, third.seq
+    second.seq, third.seq = -1, -2  # through a free value: seq is unique
+    db.session.flush()
+    second.seq, third.seq = places[1], places[0]
+    db.session.commit()
+    report = verify_chain()
+    assert not report.ok and report.broken_at == third.id
 
 
 def test_audited_transactions_do_not_wait_for_each_other(app):
