@@ -113,6 +113,18 @@ def test_with_the_server_down_a_delivery_backs_off_then_fails_after_the_last_att
         app.config.update(saved)
 
 
+def test_an_error_answer_to_quit_after_the_message_was_accepted_still_counts_as_sent(make, smtp_server):
+    user = make.user(Role.CONSUMER)
+    with transaction():
+        notify(user, "test", "测试", "正文")
+    smtp_server.quit_reply = "554 5.0.0 Goodbye with an error"  # after the 250 to the message
+    report = send_pending()
+    assert (report.sent, report.failed, report.retried) == (1, 0, 0)
+    assert send_pending(now=utcnow() + timedelta(days=1)).handled == 0
+    assert len(smtp_server.to(user.email)) == 1
+    assert [(d.status, d.last_error) for d in _deliveries()] == [(SENT, None)]
+
+
 def test_without_smtp_settings_mail_waits_in_the_outbox(make, runner):
     user = make.user(Role.CONSUMER)
     with transaction():
