@@ -21,6 +21,8 @@ its lease only if the row still carries its token, and records the outcome on th
 so a batch that outlived its lease (another worker re-claimed the rest) sends nothing twice. A
 worker that dies between the SMTP server accepting a message and recording it leaves the row
 ``sending``; once its lease ends it is tried again (at least once, the only safe choice then).
+Each pass first erases sensitive notices (one-time links) that expired or have nothing left to
+send, even with no channel configured.
 
 Channels: a ``Channel`` has a ``name`` and ``deliver(notification, user)``; it raises
 ``TemporaryDeliveryError`` (tried again later) or ``PermanentDeliveryError`` (given up at once).
@@ -290,6 +292,8 @@ class SendReport:
     failed: int = 0
     #: Claims another worker took over after our lease ran out (it sends them, not us).
     skipped: int = 0
+    #: Sensitive notices whose body and link were erased (expired or nothing left to send).
+    scrubbed: int = 0
     waiting_channels: list[str] = field(default_factory=list)
 
     @property
@@ -398,6 +402,39 @@ def _record(claim: Claim, *, status: str, now: datetime, error: str | None = Non
     return result.rowcount == 1
 
 
+def scrub_sensitive(now: datetime | None = None, *, user_id: int | None = None, kinds: Iterable[str] | None = None,
+                    reason: str = "已过有效期，未发送") -> int:
+    """Erase the body and link of sensitive notices that can no longer go out or no longer work
+    (caller commits); return how many.
+
+    Without ``user_id``: the notices past ``expires_at`` (their waiting deliveries become
+    ``failed``) and those with nothing left to deliver, so a link does not sit in the table while
+    no channel is configured or the server keeps refusing. With ``user_id``: that user's notices
+    (of ``kinds``) at once, whatever their state, because their secret was revoked (a password link
+    closed by a password change); deliveries not yet sent are dropped with ``reason``.
+    """
+    now = now or utcnow()
+    open_ = NotificationDelivery.status.in_((PENDING, SENDING))
+    query = sa.select(Notification.id).where(Notification.sensitive.is_(True), Notification.link.is_not(None))
+    if user_id is not None:
+        query = query.where(Notification.user_id == user_id)
+        if kinds is not None:
+            query = query.where(Notification.kind.in_(list(kinds)))
+    else:
+        waiting = sa.select(NotificationDelivery.id).where(NotificationDelivery.notification_id == Notification.id, open_)
+        query = query.where(sa.or_(Notification.expires_at <= now, ~waiting.exists()))
+    ids = list(db.session.scalars(query))
+    if not ids:
+        return 0
+    # A worker holding one of these claims finds the row no longer ``sending`` and records nothing.
+    db.session.execute(sa.update(NotificationDelivery)
+                       .where(NotificationDelivery.notification_id.in_(ids), open_)
+                       .values(status=FAILED, last_error=reason).execution_options(synchronize_session=False))
+    db.session.execute(sa.update(Notification).where(Notification.id.in_(ids))
+                       .values(body=SCRUBBED_BODY, link=None).execution_options(synchronize_session=False))
+    return len(ids)
+
+
 def _scrub_if_done(delivery_id: int) -> None:
     """Erase a sensitive notice's body and link once none of its deliveries can still go out."""
     notice = db.session.scalar(sa.select(Notification).join(NotificationDelivery)
@@ -477,6 +514,13 @@ def deliver_claimed(channel: Channel, claim: Claim, report: SendReport, now: dat
 def send_pending(*, limit: int = 50, now: datetime | None = None) -> SendReport:
     """One pass of the worker: deliver every due delivery of every configured channel."""
     report = SendReport()
+    try:
+        # First, even with no channel configured: links that expired while waiting leave the table.
+        report.scrubbed = scrub_sensitive(now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
     for channel in _CHANNELS.values():
         if not channel.configured():
             if db.session.scalar(sa.select(sa.func.count(NotificationDelivery.id))

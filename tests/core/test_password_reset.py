@@ -9,9 +9,9 @@ from core.audit import history_of
 from core.extensions import db
 from core.models import Role, User
 from core.notifications import Notification, send_pending
-from core.password_reset import PasswordResetToken, token_hash
+from core.password_reset import PasswordResetToken, token_hash, token_usable
 from core.timeutil import utcnow
-from tests.mail_helpers import smtp_server  # noqa: F401  (fixture)
+from tests.mail_helpers import free_port, smtp_server  # noqa: F401  (fixture)
 
 LINK = re.compile(r"https://trace\.example\.cn/password/reset/([A-Za-z0-9_\-]+)")
 
@@ -192,7 +192,7 @@ def test_a_reset_mail_still_waiting_when_its_link_expires_is_not_sent(client, ma
     user = make.user(Role.CONSUMER)
     _ask(client, user.email)
     report = send_pending(now=utcnow() + timedelta(minutes=61))  # the mail server was down for an hour
-    assert report.failed == 1 and smtp_server.messages == []
+    assert report.scrubbed == 1 and smtp_server.messages == []  # dropped before any claim
     notice = db.session.scalar(sa.select(Notification).where(Notification.kind == "password_reset"))
     assert notice.link is None and "已过有效期" in notice.deliveries[0].last_error
 
@@ -210,3 +210,52 @@ def test_the_users_api_can_send_the_set_password_link_instead_of_a_password(clie
     assert refused.status_code == 422 and "send_password_link" in refused.get_json()["error"]["fields"]
     assert client.post("/api/v1/users", headers=admin, json={
         "email": "y@test.cn", "display_name": "y", "role": "finance"}).status_code == 422  # no password, no link
+
+
+# ---------------------------------------------------------------- links end with the sessions; unsent links are erased
+
+def _reset_notices(user) -> list[Notification]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Notification).where(
+        Notification.user_id == user.id, Notification.kind == "password_reset").order_by(Notification.id)))
+
+
+def _unsent_link(client, user) -> str:
+    """Ask for a link that stays in the outbox (no SMTP server here) and read its token there."""
+    _ask(client, user.email)
+    return _reset_notices(user)[-1].link.rsplit("/", 1)[1]
+
+
+def test_an_unsent_link_is_erased_by_the_next_pass_once_expired_even_without_smtp(make, client, runner):
+    user = make.user(Role.CONSUMER)
+    nowhere = make.user(Role.CONSUMER, email="nobody.reads@xiangban.test")  # no channel wants it
+    token = _unsent_link(client, user)
+    _ask(client, nowhere.email)
+    assert send_pending().waiting_channels == ["email"]
+    [waiting] = _reset_notices(user)
+    assert token in waiting.link  # still usable and still unsent: kept for the mail server
+    [undeliverable] = _reset_notices(nowhere)
+    assert undeliverable.link is None  # nothing will ever carry it
+
+    waiting.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    result = runner.invoke(args=["notifications", "send"])
+    assert result.exit_code == 0
+    [erased] = _reset_notices(user)
+    assert erased.link is None and token not in erased.body
+    assert [(d.status, d.last_error) for d in erased.deliveries] == [("failed", "已过有效期，未发送")]
+
+
+def test_a_link_the_server_keeps_refusing_is_erased_once_it_expires(app, make, client):
+    user = make.user(Role.CONSUMER)
+    _ask(client, user.email)
+    saved = {key: app.config.get(key) for key in ("SMTP_HOST", "SMTP_PORT")}
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())  # nobody answers
+    try:
+        assert send_pending().retried == 1
+        assert _reset_notices(user)[0].link is not None
+        assert send_pending(now=utcnow() + timedelta(minutes=61)).handled == 0  # not due, but expired
+    finally:
+        app.config.update(saved)
+    [erased] = _reset_notices(user)
+    assert erased.link is None and [d.status for d in erased.deliveries] == ["failed"]
