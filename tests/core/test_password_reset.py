@@ -3,6 +3,7 @@ that works once within PASSWORD_RESET_MINUTES, the password rule, every session 
 import re
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from core.audit import history_of
@@ -224,6 +225,59 @@ def _unsent_link(client, user) -> str:
     """Ask for a link that stays in the outbox (no SMTP server here) and read its token there."""
     _ask(client, user.email)
     return _reset_notices(user)[-1].link.rsplit("/", 1)[1]
+
+
+def _signed_in_browser(app, user):
+    browser = app.test_client()
+    assert browser.post("/login", data={"email": user.email, "password": "password123"}).status_code == 302
+    return browser
+
+
+def _change_on_the_page(app, client, make, user):
+    response = _signed_in_browser(app, user).post(
+        "/account", data={"current_password": "password123", "new_password": "fenghuang-1704-old"})
+    assert response.status_code == 302
+
+
+def _change_by_api(app, client, make, user):
+    response = client.post("/api/v1/auth/password", headers=make.headers(user),
+                           json={"current_password": "password123", "new_password": "fenghuang-1704-old"})
+    assert response.status_code == 200
+
+
+def _sign_out_everywhere_on_the_page(app, client, make, user):
+    assert _signed_in_browser(app, user).post("/account/sign-out-everywhere").status_code == 302
+
+
+def _sign_out_everywhere_by_api(app, client, make, user):
+    assert client.post("/api/v1/auth/logout-all", headers=make.headers(user)).status_code == 200
+
+
+def _deactivate(app, client, make, user):
+    response = client.patch(f"/api/v1/users/{user.id}", headers=make.headers(make.user(Role.ADMIN)),
+                            json={"is_active": False, "reason": "离职"})
+    assert response.status_code == 200
+
+
+def _reset_with_another_link(app, client, make, user):
+    assert _confirm(client, _unsent_link(client, user)).status_code == 200
+
+
+@pytest.mark.parametrize("end_sessions", [_change_on_the_page, _change_by_api, _sign_out_everywhere_on_the_page,
+                                          _sign_out_everywhere_by_api, _deactivate, _reset_with_another_link])
+def test_whatever_ends_every_session_closes_the_open_links_and_erases_their_unsent_mail(app, client, make,
+                                                                                         end_sessions):
+    user = make.user(Role.CONSUMER)
+    token = _unsent_link(client, user)
+    assert token_usable(token)
+    end_sessions(app, client, make, user)
+    assert not token_usable(token)
+    first = _reset_notices(user)[0]
+    assert first.link is None and token not in first.body
+    assert [(d.status, d.last_error) for d in first.deliveries] == [("failed", "链接已失效，未发送")]
+    db.session.get(User, user.id).is_active = True  # even reactivated, the old link stays dead
+    db.session.commit()
+    assert _confirm(client, token, "another-long-pass-2026").status_code == 422
 
 
 def test_an_unsent_link_is_erased_by_the_next_pass_once_expired_even_without_smtp(make, client, runner):
