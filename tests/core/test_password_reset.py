@@ -313,3 +313,14 @@ def test_a_link_the_server_keeps_refusing_is_erased_once_it_expires(app, make, c
         app.config.update(saved)
     [erased] = _reset_notices(user)
     assert erased.link is None and [d.status for d in erased.deliveries] == ["failed"]
+
+
+def test_the_users_service_makes_up_the_unused_password_when_a_link_is_sent(make, smtp_server):
+    from core import users
+
+    created = users.create_user({"email": "cli.new@test.cn", "display_name": "新账号", "role": "finance"},
+                                send_password_link=True)
+    db.session.commit()
+    assert created.password_hash and not created.check_password("")
+    send_pending()
+    assert len(smtp_server.to("cli.new@test.cn")) == 1
