@@ -1,7 +1,5 @@
 """Account pages: one's own account (password, sign out everywhere) and the staff accounts that
 administrators and county reviewers manage (账号管理)."""
-import secrets
-
 import sqlalchemy as sa
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from marshmallow import ValidationError
@@ -88,9 +86,6 @@ def _create_form_data() -> dict:
     form = request.form
     data = {name: form.get(name, "").strip() for name in ("email", "display_name", "password", "role")}
     data["password"] = form.get("password", "")
-    if _sends_password_link() and not data["password"]:
-        # Nobody ever learns this one: the account's owner chooses a password through the link.
-        data["password"] = secrets.token_urlsafe(24)
     data["county"] = form.get("county") or None
     for name in ("cooperative_id", "budget_unit_id"):
         raw = form.get(name, "")

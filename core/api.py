@@ -1,5 +1,4 @@
 """Kernel JSON API: auth (tokens, sign-out, password), me, staff accounts, villages and their sales targets, cooperatives, budget units (``/api/v1``)."""
-import secrets
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -163,8 +162,6 @@ def create_user():
     send_link = data.pop("send_password_link", False)
     if not isinstance(send_link, bool):
         raise ValidationFailed(fields={"send_password_link": ["须为 true 或 false"]})
-    if send_link and not data.get("password"):
-        data["password"] = secrets.token_urlsafe(24)  # never told to anyone: the link sets the real one
     user = users.create_user(data, actor=current_user(), send_password_link=send_link)
     return jsonify(AccountSchema().dump(user)), 201
 

@@ -142,11 +142,16 @@ def revoke_all_sessions(user: User) -> None:
 
     Bumping ``user.token_generation`` and committing is all it takes (password change, reset,
     deactivation, "sign out everywhere"): each request compares the generation its cookie or
-    token carries with the user's. This does not commit; call it inside your use case and
-    commit with it (and your audit event). The caller's own page session can be kept by
+    token carries with the user's. It also closes the user's open reset and set-password links
+    (``core.password_reset.close_open_links``). This does not commit; call it inside your use case
+    and commit with it (and your audit event). The caller's own page session can be kept by
     calling ``login_session(user)`` afterwards (it then carries the new generation).
     """
     user.token_generation = (user.token_generation or 0) + 1
+    # A reset or set-password link would open a new session: it ends with the others.
+    from core.password_reset import close_open_links  # that module imports this one
+
+    close_open_links(user)
 
 
 def known_device_id(user: User | None) -> str | None:

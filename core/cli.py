@@ -222,6 +222,8 @@ def notifications_send(loop, interval, batch_size):
         return
     report = send_pending(limit=batch_size)
     click.echo(f"已发送 {report.sent} 条，稍后重试 {report.retried} 条，放弃 {report.failed} 条。")
+    if report.scrubbed:
+        click.echo(f"已清除 {report.scrubbed} 条不再发送的一次性链接。")
     for name in report.waiting_channels:
         click.echo(f"渠道 {name} 未配置（如 SMTP_HOST），待发送的消息保留在发件箱中。")
 

@@ -70,13 +70,18 @@ class EmailChannel(Channel):
         config = current_app.config
         message = build_message(notification, user)
         try:
-            with smtplib.SMTP(config["SMTP_HOST"], int(config.get("SMTP_PORT") or 25),
-                              timeout=float(config.get("SMTP_TIMEOUT") or 15)) as smtp:
+            smtp = smtplib.SMTP(config["SMTP_HOST"], int(config.get("SMTP_PORT") or 25),
+                                timeout=float(config.get("SMTP_TIMEOUT") or 15))
+            try:
                 if config.get("SMTP_STARTTLS"):
                     smtp.starttls()
                 if config.get("SMTP_USER"):
                     smtp.login(config["SMTP_USER"], config.get("SMTP_PASSWORD") or "")
                 smtp.send_message(message)
+            finally:
+                # Not ``with``: its QUIT may fail after the server accepted the message, which
+                # must not turn a delivered message into a failed or re-sent one.
+                _quit(smtp)
         except smtplib.SMTPAuthenticationError as exc:
             # Our settings are wrong, not the message: keep it for when they are fixed.
             raise TemporaryDeliveryError(f"SMTP 登录失败 {exc.smtp_code}") from None
@@ -89,6 +94,14 @@ class EmailChannel(Channel):
             raise (PermanentDeliveryError if exc.smtp_code >= 500 else TemporaryDeliveryError)(error) from None
         except (smtplib.SMTPException, OSError, socket.timeout) as exc:
             raise TemporaryDeliveryError(f"{exc.__class__.__name__}: {exc}") from None
+
+
+def _quit(smtp: smtplib.SMTP) -> None:
+    """Say goodbye, ignoring any trouble (a non-221 answer, a timeout): the socket is closed anyway."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def _text(raw) -> str:

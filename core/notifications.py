@@ -16,8 +16,13 @@ success sends nothing twice), ``pending`` again with exponential backoff after a
 failure, ``failed`` after a permanent one or ``NOTIFICATION_MAX_ATTEMPTS`` tries. On PostgreSQL
 the claim reads with ``FOR UPDATE SKIP LOCKED`` so parallel workers take disjoint rows; on both
 databases the claim is a compare-and-set on the status, so two workers never claim one row. A
+claim's token is the ``attempts`` value it wrote: right before sending each row the worker renews
+its lease only if the row still carries its token, and records the outcome on the same condition,
+so a batch that outlived its lease (another worker re-claimed the rest) sends nothing twice. A
 worker that dies between the SMTP server accepting a message and recording it leaves the row
 ``sending``; once its lease ends it is tried again (at least once, the only safe choice then).
+Each pass first erases sensitive notices (one-time links) that expired or have nothing left to
+send, even with no channel configured.
 
 Channels: a ``Channel`` has a ``name`` and ``deliver(notification, user)``; it raises
 ``TemporaryDeliveryError`` (tried again later) or ``PermanentDeliveryError`` (given up at once).
@@ -38,6 +43,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from flask import current_app
@@ -284,6 +290,10 @@ class SendReport:
     sent: int = 0
     retried: int = 0
     failed: int = 0
+    #: Claims another worker took over after our lease ran out (it sends them, not us).
+    skipped: int = 0
+    #: Sensitive notices whose body and link were erased (expired or nothing left to send).
+    scrubbed: int = 0
     waiting_channels: list[str] = field(default_factory=list)
 
     @property
@@ -312,28 +322,36 @@ def _due(channel: str, now: datetime):
                    NotificationDelivery.next_attempt_at <= now)
 
 
-def claim_deliveries(channel: str, *, limit: int = 50, now: datetime | None = None) -> list[int]:
+class Claim(NamedTuple):
+    """A delivery this worker claimed: ``attempts`` after the claim is the claim's token (each
+    claim raises it by one), so a later claim by another worker is told apart from ours."""
+
+    id: int
+    attempts: int
+
+
+def claim_deliveries(channel: str, *, limit: int = 50, now: datetime | None = None) -> list[Claim]:
     """Take up to ``limit`` due deliveries of ``channel`` for this worker and commit the claim.
 
     PostgreSQL skips rows another worker is claiming (``FOR UPDATE SKIP LOCKED``); the update is a
     compare-and-set on status and due time as well, so on any database a row is claimed once.
     """
     now = now or utcnow()
-    query = (sa.select(NotificationDelivery.id).where(_due(channel, now))
+    query = (sa.select(NotificationDelivery.id, NotificationDelivery.attempts).where(_due(channel, now))
              .order_by(NotificationDelivery.next_attempt_at, NotificationDelivery.id).limit(limit))
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = []
     try:
-        for delivery_id in list(db.session.scalars(query)):
+        for delivery_id, attempts in list(db.session.execute(query)):
             result = db.session.execute(
                 sa.update(NotificationDelivery)
-                .where(NotificationDelivery.id == delivery_id, _due(channel, now))
-                .values(status=SENDING, attempts=NotificationDelivery.attempts + 1,
-                        next_attempt_at=now + CLAIM_LEASE)
+                .where(NotificationDelivery.id == delivery_id, NotificationDelivery.attempts == attempts,
+                       _due(channel, now))
+                .values(status=SENDING, attempts=attempts + 1, next_attempt_at=now + CLAIM_LEASE)
                 .execution_options(synchronize_session=False))
             if result.rowcount == 1:
-                claimed.append(delivery_id)
+                claimed.append(Claim(delivery_id, attempts + 1))
         db.session.commit()
     except BaseException:
         db.session.rollback()
@@ -341,24 +359,80 @@ def claim_deliveries(channel: str, *, limit: int = 50, now: datetime | None = No
     return claimed
 
 
-def _record(delivery_id: int, *, status: str, now: datetime, error: str | None = None,
-            next_attempt_at: datetime | None = None) -> None:
-    """Write a claimed delivery's outcome (only while it is still ours: ``sending``)."""
+def _ours(claim: Claim):
+    """The row is still in the state our claim left it (nobody re-claimed it after our lease)."""
+    return sa.and_(NotificationDelivery.id == claim.id, NotificationDelivery.status == SENDING,
+                   NotificationDelivery.attempts == claim.attempts)
+
+
+def renew_claim(claim: Claim, now: datetime) -> bool:
+    """Right before sending, extend the lease of one claimed delivery if it is still ours.
+
+    A batch may take longer than the lease (each SMTP step may wait its timeout); a row whose
+    lease ran out meanwhile may have been claimed by another worker, which then sends it: skip it.
+    """
+    try:
+        result = db.session.execute(sa.update(NotificationDelivery).where(_ours(claim))
+                                    .values(next_attempt_at=now + CLAIM_LEASE)
+                                    .execution_options(synchronize_session=False))
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return result.rowcount == 1
+
+
+def _record(claim: Claim, *, status: str, now: datetime, error: str | None = None,
+            next_attempt_at: datetime | None = None) -> bool:
+    """Write a claimed delivery's outcome, only while the claim is still ours; say whether it was."""
     values = {"status": status, "last_error": (error or None) and error[:500]}
     if status == SENT:
         values["sent_at"] = now
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
     try:
-        db.session.execute(sa.update(NotificationDelivery)
-                           .where(NotificationDelivery.id == delivery_id, NotificationDelivery.status == SENDING)
-                           .values(**values).execution_options(synchronize_session=False))
-        if status in (SENT, FAILED):
-            _scrub_if_done(delivery_id)
+        result = db.session.execute(sa.update(NotificationDelivery).where(_ours(claim))
+                                    .values(**values).execution_options(synchronize_session=False))
+        if result.rowcount == 1 and status in (SENT, FAILED):
+            _scrub_if_done(claim.id)
         db.session.commit()
     except BaseException:
         db.session.rollback()
         raise
+    return result.rowcount == 1
+
+
+def scrub_sensitive(now: datetime | None = None, *, user_id: int | None = None, kinds: Iterable[str] | None = None,
+                    reason: str = "已过有效期，未发送") -> int:
+    """Erase the body and link of sensitive notices that can no longer go out or no longer work
+    (caller commits); return how many.
+
+    Without ``user_id``: the notices past ``expires_at`` (their waiting deliveries become
+    ``failed``) and those with nothing left to deliver, so a link does not sit in the table while
+    no channel is configured or the server keeps refusing. With ``user_id``: that user's notices
+    (of ``kinds``) at once, whatever their state, because their secret was revoked (a password link
+    closed by a password change); deliveries not yet sent are dropped with ``reason``.
+    """
+    now = now or utcnow()
+    open_ = NotificationDelivery.status.in_((PENDING, SENDING))
+    query = sa.select(Notification.id).where(Notification.sensitive.is_(True), Notification.link.is_not(None))
+    if user_id is not None:
+        query = query.where(Notification.user_id == user_id)
+        if kinds is not None:
+            query = query.where(Notification.kind.in_(list(kinds)))
+    else:
+        waiting = sa.select(NotificationDelivery.id).where(NotificationDelivery.notification_id == Notification.id, open_)
+        query = query.where(sa.or_(Notification.expires_at <= now, ~waiting.exists()))
+    ids = list(db.session.scalars(query))
+    if not ids:
+        return 0
+    # A worker holding one of these claims finds the row no longer ``sending`` and records nothing.
+    db.session.execute(sa.update(NotificationDelivery)
+                       .where(NotificationDelivery.notification_id.in_(ids), open_)
+                       .values(status=FAILED, last_error=reason).execution_options(synchronize_session=False))
+    db.session.execute(sa.update(Notification).where(Notification.id.in_(ids))
+                       .values(body=SCRUBBED_BODY, link=None).execution_options(synchronize_session=False))
+    return len(ids)
 
 
 def _scrub_if_done(delivery_id: int) -> None:
@@ -396,9 +470,14 @@ class Recipient:
     is_active: bool
 
 
-def deliver_claimed(channel: Channel, delivery_id: int, report: SendReport, now: datetime | None = None) -> None:
-    """Hand one claimed delivery to its channel, outside any transaction, and record the outcome."""
-    delivery = db.session.get(NotificationDelivery, delivery_id)
+def deliver_claimed(channel: Channel, claim: Claim, report: SendReport, now: datetime | None = None) -> None:
+    """Hand one claimed delivery to its channel, outside any transaction, and record the outcome
+    (nothing at all if another worker took the delivery over after our lease ran out)."""
+    now = now or utcnow()
+    if not renew_claim(claim, now):
+        report.skipped += 1
+        return
+    delivery = db.session.get(NotificationDelivery, claim.id)
     if delivery is None:  # its account was deleted meanwhile (the rows cascade)
         db.session.commit()
         return
@@ -407,9 +486,8 @@ def deliver_claimed(channel: Channel, delivery_id: int, report: SendReport, now:
     user = Recipient(person.id, person.email, person.display_name, person.is_active)
     attempts, expires_at = delivery.attempts, row.expires_at
     db.session.commit()  # end the read transaction: nothing is held while the network answers
-    now = now or utcnow()
     if not user.is_active or (expires_at is not None and expires_at <= now):
-        _record(delivery_id, status=FAILED, now=now,
+        _record(claim, status=FAILED, now=now,
                 error="账号已停用，未发送" if not user.is_active else "已过有效期，未发送")
         report.failed += 1
         return
@@ -417,25 +495,32 @@ def deliver_claimed(channel: Channel, delivery_id: int, report: SendReport, now:
         channel.deliver(notice, user)
     except PermanentDeliveryError as exc:
         log.warning("notification %s on %s refused for good: %s", notice.id, channel.name, exc)
-        _record(delivery_id, status=FAILED, now=now, error=str(exc))
+        _record(claim, status=FAILED, now=now, error=str(exc))
         report.failed += 1
     except Exception as exc:  # noqa: BLE001 - anything else is worth another try
         if attempts >= max_attempts():
             log.warning("notification %s on %s failed after %s tries: %s", notice.id, channel.name, attempts, exc)
-            _record(delivery_id, status=FAILED, now=now, error=str(exc) or exc.__class__.__name__)
+            _record(claim, status=FAILED, now=now, error=str(exc) or exc.__class__.__name__)
             report.failed += 1
         else:
-            _record(delivery_id, status=PENDING, now=now, error=str(exc) or exc.__class__.__name__,
+            _record(claim, status=PENDING, now=now, error=str(exc) or exc.__class__.__name__,
                     next_attempt_at=now + retry_delay(attempts))
             report.retried += 1
     else:
-        _record(delivery_id, status=SENT, now=now)
+        _record(claim, status=SENT, now=now)
         report.sent += 1
 
 
 def send_pending(*, limit: int = 50, now: datetime | None = None) -> SendReport:
     """One pass of the worker: deliver every due delivery of every configured channel."""
     report = SendReport()
+    try:
+        # First, even with no channel configured: links that expired while waiting leave the table.
+        report.scrubbed = scrub_sensitive(now)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
     for channel in _CHANNELS.values():
         if not channel.configured():
             if db.session.scalar(sa.select(sa.func.count(NotificationDelivery.id))
@@ -447,8 +532,8 @@ def send_pending(*, limit: int = 50, now: datetime | None = None) -> SendReport:
             claimed = claim_deliveries(channel.name, limit=limit, now=now)
             if not claimed:
                 break
-            for delivery_id in claimed:
-                deliver_claimed(channel, delivery_id, report, now=now)
+            for claim in claimed:
+                deliver_claimed(channel, claim, report, now=now)
     return report
 
 

@@ -6,7 +6,9 @@ link ``/password/reset/<token>`` through the outbox (``core.notifications``); th
 and link are erased once the e-mail has gone. ``reset_password(token, new_password)`` takes the
 token once (a compare-and-set on ``used_at``, so two clicks cannot both use it), within
 ``PASSWORD_RESET_MINUTES``, sets the new password under the password rule, ends every session
-and token of the account and closes its other open links; all audited.
+and token of the account and closes its other open links; all audited. Every other way of ending
+all sessions (password change, sign-out everywhere, deactivation) closes the links as well, and
+the e-mails still waiting with one are erased (``close_open_links``).
 
 Staff accounts: ``send_set_password_link`` sends the same link (a longer validity) when an
 administrator or county reviewer opens an account and ticks "send a link to set the password".
@@ -23,7 +25,7 @@ from core.auth import revoke_all_sessions
 from core.errors import ValidationFailed
 from core.extensions import db
 from core.models import User
-from core.notifications import notify
+from core.notifications import notify, scrub_sensitive
 from core.passwords import password_problems
 from core.ratelimit import counter
 from core.timeutil import UTCDateTime, utcnow
@@ -35,6 +37,8 @@ INVALID_TOKEN = "重设链接无效、已使用或已过期，请重新申请"
 MAX_MAILS_PER_ACCOUNT_HOUR = 5
 #: A set-password link for a newly opened account lives longer than a reset link.
 SET_PASSWORD_HOURS = 72
+#: The notice kinds whose e-mail carries a link of this module.
+LINK_KINDS = ("password_reset", "account_created")
 
 
 class PasswordResetToken(db.Model):
@@ -113,6 +117,22 @@ def send_set_password_link(user: User, actor: User | None) -> None:
                  data={"expires_hours": SET_PASSWORD_HOURS})
 
 
+def close_open_links(user: User, now: datetime | None = None) -> int:
+    """Close (mark used) every open link of ``user`` and erase the e-mails still carrying one
+    (caller's transaction); return how many links were open.
+
+    Called by ``core.auth.revoke_all_sessions``: whatever ends every session (a password change
+    or reset, sign-out everywhere, deactivation) must not leave a link that opens a new one.
+    """
+    now = now or utcnow()
+    closed = db.session.execute(
+        sa.update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=now).execution_options(synchronize_session=False))
+    scrub_sensitive(now, user_id=user.id, kinds=LINK_KINDS, reason="链接已失效，未发送")
+    return int(closed.rowcount or 0)
+
+
 def token_usable(token) -> bool:
     """Whether ``token`` is a reset link that would still work (for the page to say so early)."""
     if not isinstance(token, str) or not token or len(token) > 200:
@@ -147,12 +167,8 @@ def reset_password(token, new_password) -> User:
             .values(used_at=now).execution_options(synchronize_session=False))
         if taken.rowcount != 1:
             raise ValidationFailed(INVALID_TOKEN, code="invalid_reset_token", fields={"token": [INVALID_TOKEN]})
-        db.session.execute(
-            sa.update(PasswordResetToken)
-            .where(PasswordResetToken.user_id == user.id, PasswordResetToken.used_at.is_(None))
-            .values(used_at=now).execution_options(synchronize_session=False))
         user.set_password(new_password)
-        revoke_all_sessions(user)
+        revoke_all_sessions(user)  # closes the account's other links too (``close_open_links``)
         record_event(subject_type="user", subject_id=user.id, action="password_reset", actor=user,
                      data={"token_id": row.id})
         db.session.commit()

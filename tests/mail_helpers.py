@@ -16,13 +16,17 @@ def free_port() -> int:
 
 class MailServer:
     """Handler of the loopback SMTP server: ``messages`` received; ``refuse`` next DATA commands
-    answered ``451`` (try again later)."""
+    answered ``451`` (try again later); ``quit_reply`` answers QUIT with something else than 221."""
 
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
         self.envelopes = []
         self.refuse = 0
+        self.quit_reply = None
         self.port = None
+
+    async def handle_QUIT(self, server, session, envelope):
+        return self.quit_reply or "221 Bye"
 
     async def handle_DATA(self, server, session, envelope):
         if self.refuse:

@@ -113,6 +113,18 @@ def test_with_the_server_down_a_delivery_backs_off_then_fails_after_the_last_att
         app.config.update(saved)
 
 
+def test_an_error_answer_to_quit_after_the_message_was_accepted_still_counts_as_sent(make, smtp_server):
+    user = make.user(Role.CONSUMER)
+    with transaction():
+        notify(user, "test", "测试", "正文")
+    smtp_server.quit_reply = "554 5.0.0 Goodbye with an error"  # after the 250 to the message
+    report = send_pending()
+    assert (report.sent, report.failed, report.retried) == (1, 0, 0)
+    assert send_pending(now=utcnow() + timedelta(days=1)).handled == 0
+    assert len(smtp_server.to(user.email)) == 1
+    assert [(d.status, d.last_error) for d in _deliveries()] == [(SENT, None)]
+
+
 def test_without_smtp_settings_mail_waits_in_the_outbox(make, runner):
     user = make.user(Role.CONSUMER)
     with transaction():
@@ -431,6 +443,52 @@ def test_a_claim_left_by_a_dead_worker_is_taken_again_after_its_lease(make, smtp
     assert [d.status for d in _deliveries()] == [SENDING]
     assert send_pending(now=utcnow() + CLAIM_LEASE + timedelta(seconds=1)).sent == 1
     assert len(smtp_server.to(user.email)) == 1
+
+
+def test_a_batch_outliving_its_lease_sends_each_message_once(make, smtp_server, monkeypatch):
+    """Each message takes 6 minutes; while the first worker sends the second, a second worker
+    (cron, a minute later) runs past the first's 10-minute lease and takes the third over."""
+    from core import notifications
+    from core.mail import EmailChannel
+
+    people = [make.user(Role.CONSUMER) for _ in range(3)]
+    with transaction():
+        for person in people:
+            notify(person, "test", "慢服务器", "正文")
+    start = utcnow()
+    clock = {"now": start, "calls": 0, "second": None}
+    monkeypatch.setattr(notifications, "utcnow", lambda: clock["now"])
+    original = EmailChannel.deliver
+
+    def slow_deliver(self, notice, user):
+        original(self, notice, user)
+        if clock["second"] is None:
+            clock["calls"] += 1
+            if clock["calls"] == 2:  # the second worker runs while the first is on its second message
+                clock["second"] = send_pending(now=start + timedelta(minutes=11))
+            clock["now"] += timedelta(minutes=6)
+
+    monkeypatch.setattr(EmailChannel, "deliver", slow_deliver)
+    first = send_pending()
+    second = clock["second"]
+    assert (first.sent, first.skipped, second.sent) == (2, 1, 1)
+    assert sorted(a for e in smtp_server.envelopes for a in e.rcpt_tos) == sorted(p.email for p in people)
+    assert {(d.status, d.attempts) for d in _deliveries()} == {(SENT, 1)} | {(SENT, 2)}
+
+
+def test_only_the_worker_that_holds_the_claim_records_the_outcome(make):
+    from core.notifications import CLAIM_LEASE, SENDING, _record, claim_deliveries
+
+    user = make.user(Role.CONSUMER)
+    with transaction():
+        notify(user, "test", "测试", "正文")
+    [mine] = claim_deliveries("email")
+    [theirs] = claim_deliveries("email", now=utcnow() + CLAIM_LEASE + timedelta(seconds=1))  # my lease ran out
+    assert not _record(mine, status=FAILED, now=utcnow(), error="timeout")
+    [delivery] = _deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (SENDING, 2, None)
+    assert _record(theirs, status=SENT, now=utcnow())
+    assert [d.status for d in _deliveries()] == [SENT]
 
 
 def test_addresses_at_reserved_test_domains_get_no_email(make):

@@ -3,15 +3,16 @@ that works once within PASSWORD_RESET_MINUTES, the password rule, every session 
 import re
 from datetime import timedelta
 
+import pytest
 import sqlalchemy as sa
 
 from core.audit import history_of
 from core.extensions import db
 from core.models import Role, User
 from core.notifications import Notification, send_pending
-from core.password_reset import PasswordResetToken, token_hash
+from core.password_reset import PasswordResetToken, token_hash, token_usable
 from core.timeutil import utcnow
-from tests.mail_helpers import smtp_server  # noqa: F401  (fixture)
+from tests.mail_helpers import free_port, smtp_server  # noqa: F401  (fixture)
 
 LINK = re.compile(r"https://trace\.example\.cn/password/reset/([A-Za-z0-9_\-]+)")
 
@@ -192,7 +193,7 @@ def test_a_reset_mail_still_waiting_when_its_link_expires_is_not_sent(client, ma
     user = make.user(Role.CONSUMER)
     _ask(client, user.email)
     report = send_pending(now=utcnow() + timedelta(minutes=61))  # the mail server was down for an hour
-    assert report.failed == 1 and smtp_server.messages == []
+    assert report.scrubbed == 1 and smtp_server.messages == []  # dropped before any claim
     notice = db.session.scalar(sa.select(Notification).where(Notification.kind == "password_reset"))
     assert notice.link is None and "已过有效期" in notice.deliveries[0].last_error
 
@@ -210,3 +211,116 @@ def test_the_users_api_can_send_the_set_password_link_instead_of_a_password(clie
     assert refused.status_code == 422 and "send_password_link" in refused.get_json()["error"]["fields"]
     assert client.post("/api/v1/users", headers=admin, json={
         "email": "y@test.cn", "display_name": "y", "role": "finance"}).status_code == 422  # no password, no link
+
+
+# ---------------------------------------------------------------- links end with the sessions; unsent links are erased
+
+def _reset_notices(user) -> list[Notification]:
+    db.session.expire_all()
+    return list(db.session.scalars(sa.select(Notification).where(
+        Notification.user_id == user.id, Notification.kind == "password_reset").order_by(Notification.id)))
+
+
+def _unsent_link(client, user) -> str:
+    """Ask for a link that stays in the outbox (no SMTP server here) and read its token there."""
+    _ask(client, user.email)
+    return _reset_notices(user)[-1].link.rsplit("/", 1)[1]
+
+
+def _signed_in_browser(app, user):
+    browser = app.test_client()
+    assert browser.post("/login", data={"email": user.email, "password": "password123"}).status_code == 302
+    return browser
+
+
+def _change_on_the_page(app, client, make, user):
+    response = _signed_in_browser(app, user).post(
+        "/account", data={"current_password": "password123", "new_password": "fenghuang-1704-old"})
+    assert response.status_code == 302
+
+
+def _change_by_api(app, client, make, user):
+    response = client.post("/api/v1/auth/password", headers=make.headers(user),
+                           json={"current_password": "password123", "new_password": "fenghuang-1704-old"})
+    assert response.status_code == 200
+
+
+def _sign_out_everywhere_on_the_page(app, client, make, user):
+    assert _signed_in_browser(app, user).post("/account/sign-out-everywhere").status_code == 302
+
+
+def _sign_out_everywhere_by_api(app, client, make, user):
+    assert client.post("/api/v1/auth/logout-all", headers=make.headers(user)).status_code == 200
+
+
+def _deactivate(app, client, make, user):
+    response = client.patch(f"/api/v1/users/{user.id}", headers=make.headers(make.user(Role.ADMIN)),
+                            json={"is_active": False, "reason": "离职"})
+    assert response.status_code == 200
+
+
+def _reset_with_another_link(app, client, make, user):
+    assert _confirm(client, _unsent_link(client, user)).status_code == 200
+
+
+@pytest.mark.parametrize("end_sessions", [_change_on_the_page, _change_by_api, _sign_out_everywhere_on_the_page,
+                                          _sign_out_everywhere_by_api, _deactivate, _reset_with_another_link])
+def test_whatever_ends_every_session_closes_the_open_links_and_erases_their_unsent_mail(app, client, make,
+                                                                                         end_sessions):
+    user = make.user(Role.CONSUMER)
+    token = _unsent_link(client, user)
+    assert token_usable(token)
+    end_sessions(app, client, make, user)
+    assert not token_usable(token)
+    first = _reset_notices(user)[0]
+    assert first.link is None and token not in first.body
+    assert [(d.status, d.last_error) for d in first.deliveries] == [("failed", "链接已失效，未发送")]
+    db.session.get(User, user.id).is_active = True  # even reactivated, the old link stays dead
+    db.session.commit()
+    assert _confirm(client, token, "another-long-pass-2026").status_code == 422
+
+
+def test_an_unsent_link_is_erased_by_the_next_pass_once_expired_even_without_smtp(make, client, runner):
+    user = make.user(Role.CONSUMER)
+    nowhere = make.user(Role.CONSUMER, email="nobody.reads@xiangban.test")  # no channel wants it
+    token = _unsent_link(client, user)
+    _ask(client, nowhere.email)
+    assert send_pending().waiting_channels == ["email"]
+    [waiting] = _reset_notices(user)
+    assert token in waiting.link  # still usable and still unsent: kept for the mail server
+    [undeliverable] = _reset_notices(nowhere)
+    assert undeliverable.link is None  # nothing will ever carry it
+
+    waiting.expires_at = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    result = runner.invoke(args=["notifications", "send"])
+    assert result.exit_code == 0
+    [erased] = _reset_notices(user)
+    assert erased.link is None and token not in erased.body
+    assert [(d.status, d.last_error) for d in erased.deliveries] == [("failed", "已过有效期，未发送")]
+
+
+def test_a_link_the_server_keeps_refusing_is_erased_once_it_expires(app, make, client):
+    user = make.user(Role.CONSUMER)
+    _ask(client, user.email)
+    saved = {key: app.config.get(key) for key in ("SMTP_HOST", "SMTP_PORT")}
+    app.config.update(SMTP_HOST="127.0.0.1", SMTP_PORT=free_port())  # nobody answers
+    try:
+        assert send_pending().retried == 1
+        assert _reset_notices(user)[0].link is not None
+        assert send_pending(now=utcnow() + timedelta(minutes=61)).handled == 0  # not due, but expired
+    finally:
+        app.config.update(saved)
+    [erased] = _reset_notices(user)
+    assert erased.link is None and [d.status for d in erased.deliveries] == ["failed"]
+
+
+def test_the_users_service_makes_up_the_unused_password_when_a_link_is_sent(make, smtp_server):
+    from core import users
+
+    created = users.create_user({"email": "cli.new@test.cn", "display_name": "新账号", "role": "finance"},
+                                send_password_link=True)
+    db.session.commit()
+    assert created.password_hash and not created.check_password("")
+    send_pending()
+    assert len(smtp_server.to("cli.new@test.cn")) == 1
