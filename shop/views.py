@@ -762,6 +762,6 @@ def settlement_pay(statement_id: int):
 @bp.get("/settlements/<int:statement_id>/statement.<any(csv, xlsx):extension>")
 @require_roles(*settlements.READ_ROLES)
 def settlement_download(statement_id: int, extension: str):
-    """The statement as CSV or XLSX."""
+    """The statement as CSV or XLSX (its content digest in ``X-Statement-SHA256``)."""
     statement = settlements.get_statement(current_user(), statement_id)
-    return file_download(*settlements.statement_file(statement, extension), statement.content_sha256)
+    return settlements.statement_download(statement, extension)

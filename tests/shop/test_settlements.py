@@ -211,7 +211,9 @@ def test_csv_and_xlsx_carry_the_summary_and_every_line(client, make, world):
     headers = make.headers(w.member_a)
     response = client.get(f"/api/v1/settlements/{statement['id']}/statement.csv", headers=headers)
     assert response.status_code == 200 and response.mimetype == "text/csv"
-    assert response.headers["X-Content-SHA256"] == statement["content_sha256"]
+    # The statement's content digest, not a hash of the file: named apart from the documents' header.
+    assert response.headers["X-Statement-SHA256"] == statement["content_sha256"]
+    assert "X-Content-SHA256" not in response.headers
     assert "filename*=UTF-8''" in response.headers["Content-Disposition"]
     text = response.data.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
@@ -235,8 +237,11 @@ def test_csv_and_xlsx_carry_the_summary_and_every_line(client, make, world):
     # The page download gives the same file.
     with client.session_transaction() as session:
         session.update(user_id=w.member_a.id, gen=w.member_a.token_generation, sid="test-sid-a")
-    assert client.get(f"/settlements/{statement['id']}/statement.csv").data == \
+    page_download = client.get(f"/settlements/{statement['id']}/statement.csv")
+    assert page_download.data == \
         client.get(f"/api/v1/settlements/{statement['id']}/statement.csv", headers=headers).data
+    assert page_download.headers["X-Statement-SHA256"] == statement["content_sha256"]
+    assert "X-Content-SHA256" not in page_download.headers
 
 
 def _reconcile(runner, year):
