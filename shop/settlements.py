@@ -27,6 +27,14 @@ figure equals its village sales across the same movements: nothing counted twice
 Frozen: totals, lines and the SHA-256 over them (``content_sha256``) are written at issue and
 never updated; only the payment (date, bank reference, who) is added once.
 
+Nothing to pay: a statement whose net is zero or negative (a period with only refunds, say a late
+refund of an order settled before) records no payment: ``pay_statement`` refuses it (409
+``nothing_to_pay``) and it stays issued, as the record of what the cooperative owes back. The
+platform offsets a negative amount against its next payment to that cooperative; the next
+statement itself is not changed (frozen, and every movement is settled by exactly one statement),
+so finance pays that statement's net less what is owed and notes it with the bank reference.
+Such statements are not counted as awaiting payment on the settlement desk.
+
 Concurrency: issuing locks each cooperative's row (PostgreSQL; SQLite serialises writers) before
 reading its unsettled movements, so two issues of one cooperative run one after the other and
 the second sees the first's statement (409) or only what is left; the unique keys on
@@ -256,7 +264,8 @@ def issue_statements(actor: User | None, period: str, cooperative_id: int | None
             notify(active_users(Role.COOPERATIVE, cooperative_ids=[statement.cooperative_id]), "statement_issued",
                    f"{period_label(period)}结算单已出具：应结 {format_yuan(statement.net_fen)}",
                    f"平台已出具本社{period_label(period)}的结算单，共 {statement.line_count} 笔款项，"
-                   f"应结金额 {format_yuan(statement.net_fen)}。付款后会再通知。",
+                   f"应结金额 {format_yuan(statement.net_fen)}。"
+                   + ("付款后会再通知。" if statement.net_fen > 0 else nothing_to_pay_text(statement) + "。"),
                    f"/settlements/{statement.id}")
     return issued
 
@@ -270,13 +279,21 @@ def _period_issued(period: str, cooperative_id: int | None) -> bool:
 
 # ---------------------------------------------------------------- pay
 
+def nothing_to_pay_text(statement: SettlementStatement) -> str:
+    """Why a statement of net zero or less is not paid (the API's 409 and the page say the same)."""
+    if statement.net_fen == 0:
+        return "该结算单应结金额为 ¥0.00，无需付款"
+    return (f"该结算单应结金额为 {format_yuan(statement.net_fen)}（退款多于销售），无需付款；"
+            f"合作社应退回的 {format_yuan(-statement.net_fen)} 由平台在下次向该合作社付款时抵扣")
+
+
 def pay_statement(actor: User, statement_id: int, data: dict) -> SettlementStatement:
     """Record that the platform paid a statement to the cooperative (once), with the bank reference.
 
     :raise Forbidden: not finance or an administrator.
     :raise NotFound: no such statement.
     :raise ValidationFailed: a payment date in the future or before the statement was issued (422).
-    :raise Conflict: already paid (409).
+    :raise Conflict: already paid, or nothing to pay: a net of zero or less (409; module docstring).
     """
     if not actor.has_role(*SETTLEMENT_MANAGERS):
         raise Forbidden("只有财务人员可以登记结算付款")
@@ -292,6 +309,8 @@ def pay_statement(actor: User, statement_id: int, data: dict) -> SettlementState
         if statement.status == "paid":
             raise Conflict(f"该结算单已于 {statement.paid_on} 付款（银行流水号 {statement.bank_reference}），不能重复登记",
                            code="statement_already_paid")
+        if statement.net_fen <= 0:
+            raise Conflict(nothing_to_pay_text(statement), code="nothing_to_pay")
         paid_on = data.get("paid_on") or shanghai_today()
         if paid_on > shanghai_today():
             raise ValidationFailed("付款日期不能晚于今天", fields={"paid_on": ["不能晚于今天"]})
@@ -368,7 +387,7 @@ def settlement_overview() -> dict:
     """Figures for the settlement desk: the default period and how much is unpaid."""
     unpaid = db.session.execute(sa.select(sa.func.count(SettlementStatement.id),
                                           sa.func.coalesce(sa.func.sum(SettlementStatement.net_fen), 0))
-                                .where(SettlementStatement.status == "issued")).one()
+                                .where(SettlementStatement.status == "issued", SettlementStatement.net_fen > 0)).one()
     return {"default_period": last_closed_period(), "unpaid_count": int(unpaid[0]), "unpaid_fen": int(unpaid[1])}
 
 

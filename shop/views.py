@@ -739,7 +739,8 @@ def _settlement_page(statement_id: int, error: str | None = None, values: dict |
     statement = settlements.get_statement(user, statement_id)
     return render_template("shop/settlement.html", statement=statement,
                            manage=user.has_role(*settlements.SETTLEMENT_MANAGERS),
-                           period_label=settlements.period_label, error=error, values=values or {})
+                           period_label=settlements.period_label, error=error, values=values or {},
+                           nothing_to_pay_text=settlements.nothing_to_pay_text)
 
 
 @bp.post("/settlements/<int:statement_id>/pay")

@@ -1,9 +1,10 @@
 """Settlement statements (结算单): the same movements as the village report, frozen at issue, a late
 refund in the next period, paid once with a bank reference, scoped to the cooperative, as CSV and
 XLSX, proved by ``reports reconcile``, one statement when two issues race."""
+import calendar
 import csv
 import io
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -349,3 +350,35 @@ def test_the_cooperative_members_are_told_when_a_statement_is_issued_and_paid(cl
     inbox = client.get("/api/v1/notifications?unread=1", headers=make.headers(w.member_a)).get_json()
     assert inbox["total"] == 2
     assert client.get("/api/v1/notifications", headers=make.headers(w.member_b)).get_json()["total"] == 0
+
+
+def test_a_statement_of_only_a_late_refund_has_nothing_to_pay(client, make, world):
+    """A period with only a refund of an order settled before: net negative, so no payment is
+    recorded (409 nothing_to_pay), the page shows no pay form, the desk does not count it unpaid."""
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 2)], paid_at=at(3, 5))
+    first_period = period(3)
+    with replay_clock(at(2, 1, 9)):
+        [first] = settlements.issue_statements(w.finance, first_period)
+    _refund(w, order, 5_000, at(2, 10))
+    [late] = _issue(client, make, w.finance, period(2)).get_json()["items"]
+    assert (late["gross_fen"], late["refunds_fen"], late["net_fen"]) == (0, 5_000, -5_000)
+    refused = client.post(f"/api/v1/settlements/{late['id']}/pay", json={"bank_reference": "HX-NEG"},
+                          headers=make.headers(w.finance))
+    assert refused.status_code == 409, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["code"] == "nothing_to_pay" and "无需付款" in error["message"] and "抵扣" in error["message"]
+    assert error["fields"] == {}
+    db.session.expire_all()
+    assert db.session.get(SettlementStatement, late["id"]).status == "issued"
+    assert settlements.settlement_overview()["unpaid_count"] == 1  # the first statement only
+    assert settlements.settlement_overview()["unpaid_fen"] == first.net_fen == 25_600
+
+    with client.session_transaction() as session:
+        session.update(user_id=w.finance.id, gen=w.finance.token_generation, sid="test-sid-neg")
+    page = client.get(f"/settlements/{late['id']}").get_data(as_text=True)
+    assert 'id="pay-statement"' not in page and 'id="nothing-to-pay"' in page and "无需付款" in page
+    assert 'id="pay-statement"' in client.get(f"/settlements/{first.id}").get_data(as_text=True)
+    again = client.post(f"/settlements/{late['id']}/pay", data={"bank_reference": "BANK-NEG"})
+    assert again.status_code == 409 and "无需付款" in again.get_data(as_text=True)
+    assert db.session.get(SettlementStatement, late["id"]).status == "issued"
