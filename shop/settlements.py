@@ -46,6 +46,7 @@ import hashlib
 import io
 import json
 import re
+from datetime import timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
@@ -164,18 +165,24 @@ def _cooperatives_with_movements(cutoff, cooperative_id: int | None) -> list[int
 def content_digest(statement: SettlementStatement, lines=None) -> str:
     """SHA-256 over what a statement says: its cooperative, period, totals and every line.
 
-    Lines are taken in movement order (kind, movement id), not row order, so the same content
-    always gives the same digest.
+    Lines are taken in movement order (kind, movement id), not row order, and moments in UTC
+    (a datetime still held as given, say in Asia/Shanghai, is the same instant read back as
+    UTC), so the same content always gives the same digest.
     """
     lines = statement.lines if lines is None else lines
     rows = sorted(([line.kind, line.allocation_id, line.refund_part_id, line.source_allocation_id, line.order_number,
                     line.product_id, line.product_name, line.village_id, line.village_name, line.quantity,
-                    int(line.amount_fen), line.occurred_at.isoformat()] for line in lines),
+                    int(line.amount_fen), _utc_iso(line.occurred_at)] for line in lines),
                   key=lambda row: (row[0], row[1] or 0, row[2] or 0))
-    payload = json.dumps([statement.cooperative_id, statement.period, statement.cutoff_at.isoformat(),
+    payload = json.dumps([statement.cooperative_id, statement.period, _utc_iso(statement.cutoff_at),
                           int(statement.gross_fen), int(statement.refunds_fen), int(statement.net_fen),
                           int(statement.line_count), rows], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _utc_iso(moment) -> str:
+    """An aware moment as ISO 8601 in UTC (how the database gives it back)."""
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 # ---------------------------------------------------------------- issue

@@ -382,3 +382,25 @@ def test_a_statement_of_only_a_late_refund_has_nothing_to_pay(client, make, worl
     again = client.post(f"/settlements/{late['id']}/pay", data={"bank_reference": "BANK-NEG"})
     assert again.status_code == 409 and "无需付款" in again.get_data(as_text=True)
     assert db.session.get(SettlementStatement, late["id"]).status == "issued"
+
+
+def test_the_digest_is_the_same_for_a_moment_given_in_shanghai_time(make, world):
+    """A line's moment still held as the factory gave it (Asia/Shanghai, identity-mapped) and the
+    same moment read back from the database (UTC) give one digest; reconcile finds nothing."""
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 1)], paid_at=at(2, 5))
+    [allocation] = order.allocations
+    allocation.paid_at = at(2, 5)  # the same instant, as an aware Asia/Shanghai datetime, kept in the session
+    [statement] = settlements.issue_statements(w.finance, period(2))
+    digest = statement.content_sha256
+    db.session.expire_all()
+    stored = db.session.get(SettlementStatement, statement.id)
+    assert stored.lines[0].occurred_at.utcoffset() == timedelta(0)
+    assert settlements.content_digest(stored) == digest
+    assert settlements.reconcile_settlements(months_ago(2)[0]) == []
+    # The cutoff too: the same statement with its cutoff given in Shanghai time has the same digest.
+    shanghai = SettlementStatement(cooperative_id=stored.cooperative_id, period=stored.period,
+                                   cutoff_at=stored.cutoff_at.astimezone(SHANGHAI), gross_fen=stored.gross_fen,
+                                   refunds_fen=stored.refunds_fen, net_fen=stored.net_fen,
+                                   line_count=stored.line_count)
+    assert settlements.content_digest(shanghai, list(stored.lines)) == digest
