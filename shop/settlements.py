@@ -518,7 +518,8 @@ def reconcile_settlements(year: int) -> list[dict]:
     """Prove the statements say what the movements say; return the problems found (empty: none).
 
     1. Every statement of a period in ``year``: its totals equal the sum of its lines, each line
-       equals the movement it settled (and belongs to the statement's cooperative), and the
+       equals the movement it settled (belongs to the statement's cooperative, and happened
+       before the statement's cutoff: a sale's payment, a refund's ``created_at``), and the
        SHA-256 over it is the one written at issue.
     2. For every cooperative, over the allocations paid in ``year`` (the village report's year):
        what statements settled + what is not settled yet == its village sales (net of refunds);
@@ -602,13 +603,15 @@ def _check_statement(statement: SettlementStatement) -> list[dict]:
         if line.amount_fen != allocation.amount_fen or cooperative_id != statement.cooperative_id \
                 or allocation.paid_at is None or allocation.paid_at >= statement.cutoff_at:
             problems.append(problem(f"订单 {line.order_number} 的销售明细与原始分配行#{allocation.id}不符"))
-    for part, cooperative_id in db.session.execute(
-            sa.select(RefundAllocation, OrderLine.cooperative_id)
+    for part, cooperative_id, refunded_at in db.session.execute(
+            sa.select(RefundAllocation, OrderLine.cooperative_id, Refund.created_at)
+            .join(Refund, Refund.id == RefundAllocation.refund_id)
             .join(OrderAllocation, OrderAllocation.id == RefundAllocation.allocation_id)
             .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(RefundAllocation.id.in_(parts))):
         recomputed_refunds += int(part.amount_fen)
         line = parts[part.id]
-        if -line.amount_fen != part.amount_fen or cooperative_id != statement.cooperative_id:
+        if -line.amount_fen != part.amount_fen or cooperative_id != statement.cooperative_id \
+                or refunded_at >= statement.cutoff_at:
             problems.append(problem(f"订单 {line.order_number} 的退款明细与原始退款分摊#{part.id}不符"))
     if (recomputed_gross, recomputed_refunds) != (statement.gross_fen, statement.refunds_fen):
         problems.append(problem(f"按所结算的原始记录重算为销售 {format_yuan(recomputed_gross)}、退款 "

@@ -404,3 +404,20 @@ def test_the_digest_is_the_same_for_a_moment_given_in_shanghai_time(make, world)
                                    refunds_fen=stored.refunds_fen, net_fen=stored.net_fen,
                                    line_count=stored.line_count)
     assert settlements.content_digest(shanghai, list(stored.lines)) == digest
+
+
+def test_reconcile_catches_a_refund_line_dated_after_the_cutoff(runner, make, world):
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 3)], paid_at=at(2, 5))
+    _refund(w, order, 1_000, at(2, 6))
+    [statement] = settlements.issue_statements(w.finance, period(2))
+    year = months_ago(2)[0]
+    assert settlements.reconcile_settlements(year) == []
+    # The refund the statement settled is moved past the statement's cutoff.
+    later = (statement.cutoff_at + timedelta(days=1)).astimezone(timezone.utc).replace(tzinfo=None)
+    db.session.execute(sa.text("UPDATE refunds SET created_at = :later"), {"later": later})
+    db.session.commit()
+    problems = settlements.reconcile_settlements(year)
+    assert [p["statement_id"] for p in problems] == [statement.id]
+    assert "退款明细与原始退款分摊" in problems[0]["problem"]
+    assert _reconcile(runner, year).exit_code == 1
