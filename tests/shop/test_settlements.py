@@ -421,3 +421,24 @@ def test_reconcile_catches_a_refund_line_dated_after_the_cutoff(runner, make, wo
     assert [p["statement_id"] for p in problems] == [statement.id]
     assert "退款明细与原始退款分摊" in problems[0]["problem"]
     assert _reconcile(runner, year).exit_code == 1
+
+
+def test_a_payment_just_after_midnight_shanghai_on_the_first_is_in_the_new_month(make, world):
+    """00:30 on the 1st in Asia/Shanghai is still the previous day in UTC: it belongs to the new
+    month's period; 23:30 on the last day of the old month belongs to the old one."""
+    w = world
+    old_year, old_month = months_ago(2)
+    new_year, new_month = months_ago(1)
+    last_day = calendar.monthrange(old_year, old_month)[1]
+    late_evening = datetime(old_year, old_month, last_day, 23, 30, tzinfo=SHANGHAI)
+    after_midnight = datetime(new_year, new_month, 1, 0, 30, tzinfo=SHANGHAI)
+    assert after_midnight.astimezone(timezone.utc).month == old_month  # still the old month in UTC
+    old = paid_order(w.buyer, [(w.tea_batch, 1)], paid_at=late_evening)
+    new = paid_order(w.buyer, [(w.tea_batch, 2)], paid_at=after_midnight)
+
+    [old_statement] = settlements.issue_statements(w.finance, period(2))
+    assert [line.order_number for line in old_statement.lines] == [old.number]
+    assert old_statement.net_fen == 12_800
+    [new_statement] = settlements.issue_statements(w.finance, period(1))
+    assert [line.order_number for line in new_statement.lines] == [new.number]
+    assert new_statement.net_fen == 25_600
