@@ -34,7 +34,8 @@ ERROR_RESPONSES = {
     409: ("Conflict", "与当前状态冲突：库存不足、流程阶段不对、重复"),
     422: ("ValidationError", "输入校验未通过，fields 指出哪个字段、为什么"),
     429: ("RateLimited", "请求过于频繁（见 Retry-After 头），请稍后再试"),
-    502: ("BadGateway", "支付服务（Stripe）拒绝或无法连接，未做任何更改，请稍后再试"),
+    502: ("BadGateway", "支付服务（Stripe）拒绝或无法连接，未做任何更改，请稍后再试；退款时若支付服务未确认结果"
+                        "（code 为 refund_unconfirmed），金额已预留、退款待核实，系统会用同一退款单号自动重试，请勿重复退款"),
     503: ("ServiceUnavailable", "所需的服务未配置或暂不可用（在线支付未开通、搜索索引重建中）"),
 }
 

@@ -316,6 +316,7 @@ def pay_settlement(statement_id: int):
 @api_doc(files=("csv", "xlsx"))
 @require_roles(*settlements.READ_ROLES)
 def download_settlement(statement_id: int, extension: str):
-    """The statement as CSV or XLSX, with the SHA-256 of its frozen content in ``X-Content-SHA256``."""
+    """The statement as CSV or XLSX, with the SHA-256 of its frozen content (``content_sha256``, not
+    of the file's bytes) in ``X-Statement-SHA256``."""
     statement = settlements.get_statement(current_user(), statement_id)
-    return file_download(*settlements.statement_file(statement, extension), statement.content_sha256)
+    return settlements.statement_download(statement, extension)

@@ -59,6 +59,6 @@ def resume_refunds_command(older_than):
     older_than = services.RESUME_REFUNDS_AFTER_MINUTES if older_than is None else older_than
     outcome = services.resume_pending_refunds(older_than)
     click.echo(f"已完成 {outcome['succeeded']} 笔待处理退款，{outcome['failed']} 笔被支付服务拒绝（已释放预留金额），"
-               f"{outcome['in_progress']} 笔仍在支付服务处理中（下次再试）。")
+               f"{outcome['in_progress']} 笔仍在支付服务处理中或结果待确认（金额仍预留，下次用同一退款单号再试）。")
     if outcome["failed"]:
         raise SystemExit(1)

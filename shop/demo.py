@@ -213,10 +213,11 @@ class _OrderStory:
             pass
 
     def pay_statements(self, period: str, moment: datetime) -> None:
-        """Finance records the bank transfers that paid ``period``'s statements."""
+        """Finance records the bank transfers that paid ``period``'s statements (none for a
+        statement of net zero or less: nothing to pay)."""
         for statement_id in self.statements:
             statement = db.session.get(SettlementStatement, statement_id)
-            if statement.period == period and statement.status == "issued":
+            if statement.period == period and statement.status == "issued" and statement.net_fen > 0:
                 settlements.pay_statement(self.finance, statement_id, {
                     "bank_reference": f"JS{to_shanghai(moment):%Y%m%d}-{statement_id:04d}"})
 

@@ -37,7 +37,22 @@ class PaymentProviderError(AppError):
     status, code, message = 502, "payment_provider_error", "支付服务暂时不可用，请稍后再试"
 
 
-class RefundInProgress(PaymentProviderError):
+class RefundRefused(PaymentProviderError):
+    """Stripe definitely did not refund (it refused the request: 4xx other than 409/429)."""
+
+    message = "支付服务拒绝了该退款，未做任何更改"
+
+
+class RefundUnconfirmed(PaymentProviderError):
+    """Stripe may or may not have refunded: the connection dropped, timed out, or Stripe answered
+    5xx or 429 after stripe-python's retries. The intent stays pending with its amount reserved
+    and the same idempotency key; ``payments resume-refunds`` asks again and finishes it once."""
+
+    status, code = 502, "refund_unconfirmed"
+    message = "退款已提交，但支付服务尚未确认结果：金额已预留，系统会用同一退款单号自动核实，请勿重复退款，稍后刷新查看"
+
+
+class RefundInProgress(RefundUnconfirmed):
     """Stripe is still working on a request with the same idempotency key (another worker is
     carrying out the same refund intent): its outcome is unknown here, so nothing is decided."""
 
@@ -161,11 +176,23 @@ def expire_checkout_session(session_id: str) -> str:
         raise PaymentProviderError() from exc
 
 
+def refund_refused(exc: stripe.StripeError) -> bool:
+    """True only when ``exc`` proves Stripe did not refund: a 4xx answer other than 409 (the key
+    is busy) and 429 (rate limited), and not an idempotency error (a request with this key was
+    seen before). A dropped connection, a timeout, 5xx or no status at all leave it unknown."""
+    if isinstance(exc, (stripe.APIConnectionError, stripe.RateLimitError, stripe.IdempotencyError)):
+        return False
+    status = exc.http_status
+    return isinstance(status, int) and 400 <= status < 500 and status not in (409, 429)
+
+
 def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: str, order_number: str) -> str:
     """Refund ``amount_fen`` of a Stripe payment; return Stripe's refund id.
 
     :raise RefundInProgress: another request with this idempotency key is still running at Stripe.
-    :raise PaymentProviderError: Stripe refused or could not be reached.
+    :raise RefundUnconfirmed: Stripe may have refunded (connection dropped, timeout, 5xx, 429):
+        ask again with the same idempotency key, never with a new one.
+    :raise RefundRefused: Stripe refused the refund (nothing moved).
     """
     try:
         refund = _client().v1.refunds.create(
@@ -179,8 +206,12 @@ def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: 
             # has retried already): its outcome is not known yet, so it is neither done nor failed.
             log.warning("stripe refund for %s is in progress elsewhere: %s", order_number, exc)
             raise RefundInProgress() from exc
-        log.warning("stripe refund for %s failed: %s", order_number, exc)
-        raise PaymentProviderError("退款未能提交到支付服务，未做任何更改，请稍后再试") from exc
+        if not refund_refused(exc):
+            log.warning("stripe refund for %s has an unknown outcome (%s): %s", order_number,
+                        type(exc).__name__, exc)
+            raise RefundUnconfirmed() from exc
+        log.warning("stripe refund for %s refused: %s", order_number, exc)
+        raise RefundRefused() from exc
     return refund.id
 
 

@@ -766,12 +766,15 @@ def refund_order(user: User, order_id: int, data: dict) -> Order:
     Three steps, so that no row lock is held while Stripe is asked (``RefundIntent``): reserve the
     amount on the locked order and commit; ask Stripe (Stripe-paid orders only) outside any
     transaction with the intent's idempotency key; finish (or, if Stripe refused, release the
-    reservation: nothing changes for the reports) in a new transaction.
+    reservation: nothing changes for the reports) in a new transaction. When Stripe's answer is
+    unknown the intent stays pending and reserved (``carry_out_refund``).
 
     :raise NotFound: no such order.
     :raise Conflict: the order was never paid, or is already fully refunded (or reserved).
     :raise ValidationFailed: more than what is left to refund.
-    :raise PaymentProviderError: Stripe refused or could not be reached (502; nothing changed).
+    :raise RefundRefused: Stripe refused (502; nothing changed).
+    :raise RefundUnconfirmed: Stripe's answer is unknown (502 ``refund_unconfirmed``; the refund
+        stays pending and reserved until ``payments resume-refunds`` confirms it).
     """
     amount = data["amount_fen"]
     with transaction():
@@ -842,10 +845,18 @@ def carry_out_refund(intent_id: int) -> Order:
     it twice for one intent (a resumed crash, a slow request) moves the money once: Stripe
     answers a repeated idempotency key with the first refund, and only a pending intent finishes.
 
+    Only a definite refusal fails the intent and releases its reservation. When Stripe's answer
+    is unknown (connection dropped, timeout, 5xx, 429, or the key busy at Stripe), Stripe may have
+    refunded: the intent stays pending with its amount reserved, so neither a second refund nor
+    the ``charge.refunded`` webhook can take that amount again, and ``payments resume-refunds``
+    asks again with the same idempotency key.
+
     :raise RefundInProgress: Stripe is still handling this intent's key for another worker (409;
         the intent stays pending).
-    :raise PaymentProviderError: Stripe refused or could not be reached; the intent is failed and
-        its reservation released (nothing changed for the reports).
+    :raise RefundUnconfirmed: Stripe's answer is unknown (502 ``refund_unconfirmed``; the intent
+        stays pending and the amount reserved).
+    :raise RefundRefused: Stripe refused; the intent is failed and its reservation released
+        (502; nothing changed for the reports).
     """
     intent = db.session.get(RefundIntent, intent_id, populate_existing=True)
     order = intent.order
@@ -855,18 +866,34 @@ def carry_out_refund(intent_id: int) -> Order:
     if order.payment_provider == "stripe":
         call = dict(payment_intent_id=order.payment_intent_id, amount_fen=intent.amount_fen,
                     idempotency_key=intent.idempotency_key, order_number=order.number)
-    # End the read transaction the lines above began: the Stripe call below holds nothing.
-    db.session.commit()
+    # End the read transaction the lines above began (nothing was written, and a rollback can
+    # never commit what a caller left pending): the Stripe call below holds nothing.
+    db.session.rollback()
     provider_refund_id = None
     if call is not None:
         try:
             provider_refund_id = payments.refund_payment(call.pop("payment_intent_id"), call.pop("amount_fen"), **call)
-        except payments.RefundInProgress:
-            raise  # the other worker finishes it; the intent stays pending (resumed later if it dies)
-        except payments.PaymentProviderError as exc:
+        except payments.RefundUnconfirmed as exc:
+            # Maybe refunded at Stripe: keep the intent pending and the amount reserved (resumed later).
+            _note_unconfirmed_refund(intent_id, exc.message)
+            raise
+        except payments.RefundRefused as exc:
             _fail_refund(intent_id, exc.message)
             raise
     return _finish_refund(intent_id, provider_refund_id)
+
+
+def _note_unconfirmed_refund(intent_id: int, message: str) -> None:
+    """Audit an attempt whose outcome Stripe did not tell; the intent stays pending, untouched."""
+    with transaction():
+        order, intent = _lock_intent(intent_id)
+        if intent.status != "pending":
+            return
+        record_event(subject_type="order", subject_id=order.id, action="refund_unconfirmed",
+                     actor=db.session.get(User, intent.actor_id) if intent.actor_id else None,
+                     from_state=order.status, to_state=order.status, comment=message,
+                     data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen,
+                           "idempotency_key": intent.idempotency_key})
 
 
 def _lock_intent(intent_id: int) -> tuple[Order, RefundIntent]:
@@ -964,10 +991,10 @@ def resume_pending_refunds(older_than_minutes: int = RESUME_REFUNDS_AFTER_MINUTE
     for intent_id in ids:
         try:
             carry_out_refund(intent_id)
-        except payments.RefundInProgress:
+        except payments.RefundUnconfirmed:  # also RefundInProgress: still pending, asked again next run
             outcome["in_progress"] += 1
             continue
-        except payments.PaymentProviderError:
+        except payments.RefundRefused:
             outcome["failed"] += 1
             continue
         outcome["succeeded"] += 1

@@ -27,6 +27,14 @@ figure equals its village sales across the same movements: nothing counted twice
 Frozen: totals, lines and the SHA-256 over them (``content_sha256``) are written at issue and
 never updated; only the payment (date, bank reference, who) is added once.
 
+Nothing to pay: a statement whose net is zero or negative (a period with only refunds, say a late
+refund of an order settled before) records no payment: ``pay_statement`` refuses it (409
+``nothing_to_pay``) and it stays issued, as the record of what the cooperative owes back. The
+platform offsets a negative amount against its next payment to that cooperative; the next
+statement itself is not changed (frozen, and every movement is settled by exactly one statement),
+so finance pays that statement's net less what is owed and notes it with the bank reference.
+Such statements are not counted as awaiting payment on the settlement desk.
+
 Concurrency: issuing locks each cooperative's row (PostgreSQL; SQLite serialises writers) before
 reading its unsettled movements, so two issues of one cooperative run one after the other and
 the second sees the first's statement (409) or only what is left; the unique keys on
@@ -38,6 +46,7 @@ import hashlib
 import io
 import json
 import re
+from datetime import timezone
 
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
@@ -49,6 +58,7 @@ from core.audit import record_event
 from core.db import transaction, unique_or_conflict
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
+from core.http import file_download
 from core.models import Cooperative, Role, User, Village
 from core.money import format_yuan
 from core.notifications import active_users, notify
@@ -155,18 +165,24 @@ def _cooperatives_with_movements(cutoff, cooperative_id: int | None) -> list[int
 def content_digest(statement: SettlementStatement, lines=None) -> str:
     """SHA-256 over what a statement says: its cooperative, period, totals and every line.
 
-    Lines are taken in movement order (kind, movement id), not row order, so the same content
-    always gives the same digest.
+    Lines are taken in movement order (kind, movement id), not row order, and moments in UTC
+    (a datetime still held as given, say in Asia/Shanghai, is the same instant read back as
+    UTC), so the same content always gives the same digest.
     """
     lines = statement.lines if lines is None else lines
     rows = sorted(([line.kind, line.allocation_id, line.refund_part_id, line.source_allocation_id, line.order_number,
                     line.product_id, line.product_name, line.village_id, line.village_name, line.quantity,
-                    int(line.amount_fen), line.occurred_at.isoformat()] for line in lines),
+                    int(line.amount_fen), _utc_iso(line.occurred_at)] for line in lines),
                   key=lambda row: (row[0], row[1] or 0, row[2] or 0))
-    payload = json.dumps([statement.cooperative_id, statement.period, statement.cutoff_at.isoformat(),
+    payload = json.dumps([statement.cooperative_id, statement.period, _utc_iso(statement.cutoff_at),
                           int(statement.gross_fen), int(statement.refunds_fen), int(statement.net_fen),
                           int(statement.line_count), rows], ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _utc_iso(moment) -> str:
+    """An aware moment as ISO 8601 in UTC (how the database gives it back)."""
+    return moment.astimezone(timezone.utc).isoformat()
 
 
 # ---------------------------------------------------------------- issue
@@ -255,7 +271,8 @@ def issue_statements(actor: User | None, period: str, cooperative_id: int | None
             notify(active_users(Role.COOPERATIVE, cooperative_ids=[statement.cooperative_id]), "statement_issued",
                    f"{period_label(period)}结算单已出具：应结 {format_yuan(statement.net_fen)}",
                    f"平台已出具本社{period_label(period)}的结算单，共 {statement.line_count} 笔款项，"
-                   f"应结金额 {format_yuan(statement.net_fen)}。付款后会再通知。",
+                   f"应结金额 {format_yuan(statement.net_fen)}。"
+                   + ("付款后会再通知。" if statement.net_fen > 0 else nothing_to_pay_text(statement) + "。"),
                    f"/settlements/{statement.id}")
     return issued
 
@@ -269,13 +286,21 @@ def _period_issued(period: str, cooperative_id: int | None) -> bool:
 
 # ---------------------------------------------------------------- pay
 
+def nothing_to_pay_text(statement: SettlementStatement) -> str:
+    """Why a statement of net zero or less is not paid (the API's 409 and the page say the same)."""
+    if statement.net_fen == 0:
+        return "该结算单应结金额为 ¥0.00，无需付款"
+    return (f"该结算单应结金额为 {format_yuan(statement.net_fen)}（退款多于销售），无需付款；"
+            f"合作社应退回的 {format_yuan(-statement.net_fen)} 由平台在下次向该合作社付款时抵扣")
+
+
 def pay_statement(actor: User, statement_id: int, data: dict) -> SettlementStatement:
     """Record that the platform paid a statement to the cooperative (once), with the bank reference.
 
     :raise Forbidden: not finance or an administrator.
     :raise NotFound: no such statement.
     :raise ValidationFailed: a payment date in the future or before the statement was issued (422).
-    :raise Conflict: already paid (409).
+    :raise Conflict: already paid, or nothing to pay: a net of zero or less (409; module docstring).
     """
     if not actor.has_role(*SETTLEMENT_MANAGERS):
         raise Forbidden("只有财务人员可以登记结算付款")
@@ -291,6 +316,8 @@ def pay_statement(actor: User, statement_id: int, data: dict) -> SettlementState
         if statement.status == "paid":
             raise Conflict(f"该结算单已于 {statement.paid_on} 付款（银行流水号 {statement.bank_reference}），不能重复登记",
                            code="statement_already_paid")
+        if statement.net_fen <= 0:
+            raise Conflict(nothing_to_pay_text(statement), code="nothing_to_pay")
         paid_on = data.get("paid_on") or shanghai_today()
         if paid_on > shanghai_today():
             raise ValidationFailed("付款日期不能晚于今天", fields={"paid_on": ["不能晚于今天"]})
@@ -367,7 +394,7 @@ def settlement_overview() -> dict:
     """Figures for the settlement desk: the default period and how much is unpaid."""
     unpaid = db.session.execute(sa.select(sa.func.count(SettlementStatement.id),
                                           sa.func.coalesce(sa.func.sum(SettlementStatement.net_fen), 0))
-                                .where(SettlementStatement.status == "issued")).one()
+                                .where(SettlementStatement.status == "issued", SettlementStatement.net_fen > 0)).one()
     return {"default_period": last_closed_period(), "unpaid_count": int(unpaid[0]), "unpaid_fen": int(unpaid[1])}
 
 
@@ -453,6 +480,18 @@ def statement_file(statement: SettlementStatement, extension: str) -> tuple[byte
     raise NotFound("不支持的文件格式")
 
 
+def statement_download(statement: SettlementStatement, extension: str):
+    """The statement file as a download. ``X-Statement-SHA256`` carries the statement's content
+    digest (``content_sha256``, what reconcile checks), not a hash of the file's bytes, so it is
+    not named ``X-Content-SHA256`` as on the order documents.
+
+    :raise NotFound: an extension other than csv or xlsx.
+    """
+    response = file_download(*statement_file(statement, extension))
+    response.headers["X-Statement-SHA256"] = statement.content_sha256
+    return response
+
+
 def dump_statement(statement: SettlementStatement, *, lines: bool = False) -> dict:
     """A statement as the API shows it (with its lines on request)."""
     body = {
@@ -479,7 +518,8 @@ def reconcile_settlements(year: int) -> list[dict]:
     """Prove the statements say what the movements say; return the problems found (empty: none).
 
     1. Every statement of a period in ``year``: its totals equal the sum of its lines, each line
-       equals the movement it settled (and belongs to the statement's cooperative), and the
+       equals the movement it settled (belongs to the statement's cooperative, and happened
+       before the statement's cutoff: a sale's payment, a refund's ``created_at``), and the
        SHA-256 over it is the one written at issue.
     2. For every cooperative, over the allocations paid in ``year`` (the village report's year):
        what statements settled + what is not settled yet == its village sales (net of refunds);
@@ -563,13 +603,15 @@ def _check_statement(statement: SettlementStatement) -> list[dict]:
         if line.amount_fen != allocation.amount_fen or cooperative_id != statement.cooperative_id \
                 or allocation.paid_at is None or allocation.paid_at >= statement.cutoff_at:
             problems.append(problem(f"订单 {line.order_number} 的销售明细与原始分配行#{allocation.id}不符"))
-    for part, cooperative_id in db.session.execute(
-            sa.select(RefundAllocation, OrderLine.cooperative_id)
+    for part, cooperative_id, refunded_at in db.session.execute(
+            sa.select(RefundAllocation, OrderLine.cooperative_id, Refund.created_at)
+            .join(Refund, Refund.id == RefundAllocation.refund_id)
             .join(OrderAllocation, OrderAllocation.id == RefundAllocation.allocation_id)
             .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(RefundAllocation.id.in_(parts))):
         recomputed_refunds += int(part.amount_fen)
         line = parts[part.id]
-        if -line.amount_fen != part.amount_fen or cooperative_id != statement.cooperative_id:
+        if -line.amount_fen != part.amount_fen or cooperative_id != statement.cooperative_id \
+                or refunded_at >= statement.cutoff_at:
             problems.append(problem(f"订单 {line.order_number} 的退款明细与原始退款分摊#{part.id}不符"))
     if (recomputed_gross, recomputed_refunds) != (statement.gross_fen, statement.refunds_fen):
         problems.append(problem(f"按所结算的原始记录重算为销售 {format_yuan(recomputed_gross)}、退款 "

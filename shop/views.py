@@ -739,7 +739,8 @@ def _settlement_page(statement_id: int, error: str | None = None, values: dict |
     statement = settlements.get_statement(user, statement_id)
     return render_template("shop/settlement.html", statement=statement,
                            manage=user.has_role(*settlements.SETTLEMENT_MANAGERS),
-                           period_label=settlements.period_label, error=error, values=values or {})
+                           period_label=settlements.period_label, error=error, values=values or {},
+                           nothing_to_pay_text=settlements.nothing_to_pay_text)
 
 
 @bp.post("/settlements/<int:statement_id>/pay")
@@ -762,6 +763,6 @@ def settlement_pay(statement_id: int):
 @bp.get("/settlements/<int:statement_id>/statement.<any(csv, xlsx):extension>")
 @require_roles(*settlements.READ_ROLES)
 def settlement_download(statement_id: int, extension: str):
-    """The statement as CSV or XLSX."""
+    """The statement as CSV or XLSX (its content digest in ``X-Statement-SHA256``)."""
     statement = settlements.get_statement(current_user(), statement_id)
-    return file_download(*settlements.statement_file(statement, extension), statement.content_sha256)
+    return settlements.statement_download(statement, extension)

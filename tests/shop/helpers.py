@@ -65,6 +65,11 @@ class FakeStripe:
         #: Set to an Event to hold refund requests until it is set (``refund_entered`` tells when one waits).
         self.hold_refunds: threading.Event | None = None
         self.refund_entered = threading.Event()
+        #: Refunds made, by idempotency key: a repeated key gets the first refund back, as at Stripe.
+        self.refunds_by_key: dict[str, dict] = {}
+        #: Set to ``"drop"`` (close the connection unanswered) or a status such as 500: refund
+        #: requests are carried out, then answered that way, so the caller cannot know the outcome.
+        self.break_refunds: str | int | None = None
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -107,9 +112,17 @@ class FakeStripe:
                     if fake.hold_refunds is not None:
                         fake.refund_entered.set()
                         fake.hold_refunds.wait(60)
-                    return self._answer(200, {"id": "re_" + secrets.token_hex(10), "object": "refund",
-                                              "amount": int(form["amount"]), "status": "succeeded",
-                                              "payment_intent": form["payment_intent"]})
+                    key = self.headers.get("Idempotency-Key") or secrets.token_hex(8)
+                    refund = fake.refunds_by_key.setdefault(key, {
+                        "id": "re_" + secrets.token_hex(10), "object": "refund", "amount": int(form["amount"]),
+                        "status": "succeeded", "payment_intent": form["payment_intent"]})
+                    if fake.break_refunds == "drop":
+                        self.close_connection = True
+                        return None
+                    if fake.break_refunds:
+                        return self._answer(int(fake.break_refunds), {"error": {"type": "api_error",
+                                                                                "message": "internal"}})
+                    return self._answer(200, refund)
                 return self._answer(404, {"error": {"type": "invalid_request_error", "message": "unknown"}})
 
             do_GET = do_POST = _handle

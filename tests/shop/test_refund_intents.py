@@ -175,6 +175,71 @@ def test_a_refund_stripe_is_still_working_on_stays_pending(client, runner, make,
     assert _sales(tea) == 16_000
 
 
+@pytest.mark.parametrize("broken", ["drop", 500])
+def test_a_refund_stripe_made_but_did_not_confirm_stays_pending_and_is_finished_once(
+        client, runner, make, fake_stripe, stripe_order, broken):
+    """Stripe refunds, then the connection drops (or it answers 500) on every try: the outcome is
+    unknown, so the intent stays pending and reserved; a second refund cannot take that amount
+    again, Stripe's charge.refunded finds it already known, and resume-refunds finishes it with
+    the same key, counted once in the reports."""
+    from shop.reports.services import reconcile_village_sales
+
+    order, tea = stripe_order
+    finance = make.user(Role.FINANCE)
+    fake_stripe.break_refunds = broken
+    response = _refund(client, make, order["id"], 6_000, finance)
+    assert response.status_code == 502, response.get_json()
+    error = response.get_json()["error"]
+    assert error["code"] == "refund_unconfirmed" and "尚未确认" in error["message"] and "请勿重复退款" in error["message"]
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "pending" and intent.failure is None
+    assert len(fake_stripe.refunds_by_key) == 1  # the money moved at Stripe
+    calls = fake_stripe.calls("/v1/refunds")
+    assert len(calls) >= 1 and {c["headers"]["Idempotency-Key"] for c in calls} == {intent.idempotency_key}
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, row.status) == (0, 6_000, "paid")
+    # Stripe's report of that refund is the reserved amount, not a dashboard refund.
+    assert deliver(client, _charge_refunded("pi_intents", 6_000)).get_json()["outcome"] == "refund_already_recorded"
+    # Finance tries again: only what is not reserved can be refunded.
+    again = _refund(client, make, order["id"], 14_001, finance)
+    assert again.status_code == 422 and again.get_json()["error"]["code"] == "refund_exceeds_paid"
+    assert len(fake_stripe.refunds_by_key) == 1
+
+    fake_stripe.break_refunds = None
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 0 and "已完成 1 笔" in result.output, result.output
+    assert {c["headers"]["Idempotency-Key"] for c in fake_stripe.calls("/v1/refunds")} == {intent.idempotency_key}
+    assert len(fake_stripe.refunds_by_key) == 1  # Stripe answered the same key with the first refund
+    db.session.expire_all()
+    assert intent.status == "succeeded"
+    assert intent.provider_refund_id == next(iter(fake_stripe.refunds_by_key.values()))["id"]
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, len(row.refunds)) == (6_000, 0, 1)
+    assert _sales(tea) == 14_000 and reconcile_village_sales(shanghai_today().year).ok
+    assert deliver(client, _charge_refunded("pi_intents", 6_000)).get_json()["outcome"] == "refund_already_recorded"
+    assert _sales(tea) == 14_000
+    assert "已完成 0 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+
+
+@pytest.mark.parametrize("status, kind, pending", [(429, "rate_limit_error", True), (503, "api_error", True),
+                                                   (400, "invalid_request_error", False),
+                                                   (402, "card_error", False), (401, "invalid_request_error", False)])
+def test_only_a_definite_refusal_fails_a_refund(client, make, fake_stripe, stripe_order, status, kind, pending):
+    order, tea = stripe_order
+    fake_stripe.fail_with, fake_stripe.fail_type = status, kind
+    response = _refund(client, make, order["id"], 5_000)
+    assert response.status_code == 502
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    row = _order(order["id"])
+    if pending:
+        assert response.get_json()["error"]["code"] == "refund_unconfirmed"
+        assert intent.status == "pending" and row.refund_reserved_fen == 5_000
+    else:
+        assert response.get_json()["error"]["code"] == "payment_provider_error"
+        assert intent.status == "failed" and row.refund_reserved_fen == 0
+    assert row.refunded_fen == 0 and _sales(tea) == 20_000
+
+
 def test_a_sandbox_or_bank_transfer_refund_needs_no_stripe_and_finishes_at_once(client, make, fake_stripe):
     tea = certified_product(make, price_fen=10_000)
     order = paid_order(make.user(), [(batch(tea, quantity=10), 3)], paid_at=utcnow())
@@ -184,6 +249,21 @@ def test_a_sandbox_or_bank_transfer_refund_needs_no_stripe_and_finishes_at_once(
     [intent] = db.session.scalars(sa.select(RefundIntent)).all()
     assert intent.status == "succeeded" and intent.provider_refund_id is None
     assert _order(order.id).refunded_fen == 1_234
+
+
+def test_carrying_out_a_refund_never_commits_what_the_caller_left_pending(make, fake_stripe):
+    """carry_out_refund ends its read transaction with a rollback: a change the caller had not
+    committed is not written on its behalf."""
+    tea = certified_product(make, price_fen=10_000)
+    order = paid_order(make.user(), [(batch(tea, quantity=10), 3)], paid_at=utcnow())
+    with transaction():
+        intent = services.reserve_refund(services.lock_order(order.id), 1_000, "破损", make.user(Role.FINANCE))
+    row = _order(order.id)
+    row.shipping_name = "未提交的改动"
+    services.carry_out_refund(intent.id)
+    db.session.expire_all()
+    row = _order(order.id)
+    assert row.shipping_name == "收货人" and row.refunded_fen == 1_000
 
 
 def _charge_refunded(intent, amount_refunded):

@@ -1,9 +1,10 @@
 """Settlement statements (结算单): the same movements as the village report, frozen at issue, a late
 refund in the next period, paid once with a bank reference, scoped to the cooperative, as CSV and
 XLSX, proved by ``reports reconcile``, one statement when two issues race."""
+import calendar
 import csv
 import io
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -211,7 +212,9 @@ def test_csv_and_xlsx_carry_the_summary_and_every_line(client, make, world):
     headers = make.headers(w.member_a)
     response = client.get(f"/api/v1/settlements/{statement['id']}/statement.csv", headers=headers)
     assert response.status_code == 200 and response.mimetype == "text/csv"
-    assert response.headers["X-Content-SHA256"] == statement["content_sha256"]
+    # The statement's content digest, not a hash of the file: named apart from the documents' header.
+    assert response.headers["X-Statement-SHA256"] == statement["content_sha256"]
+    assert "X-Content-SHA256" not in response.headers
     assert "filename*=UTF-8''" in response.headers["Content-Disposition"]
     text = response.data.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
@@ -235,8 +238,11 @@ def test_csv_and_xlsx_carry_the_summary_and_every_line(client, make, world):
     # The page download gives the same file.
     with client.session_transaction() as session:
         session.update(user_id=w.member_a.id, gen=w.member_a.token_generation, sid="test-sid-a")
-    assert client.get(f"/settlements/{statement['id']}/statement.csv").data == \
+    page_download = client.get(f"/settlements/{statement['id']}/statement.csv")
+    assert page_download.data == \
         client.get(f"/api/v1/settlements/{statement['id']}/statement.csv", headers=headers).data
+    assert page_download.headers["X-Statement-SHA256"] == statement["content_sha256"]
+    assert "X-Content-SHA256" not in page_download.headers
 
 
 def _reconcile(runner, year):
@@ -344,3 +350,95 @@ def test_the_cooperative_members_are_told_when_a_statement_is_issued_and_paid(cl
     inbox = client.get("/api/v1/notifications?unread=1", headers=make.headers(w.member_a)).get_json()
     assert inbox["total"] == 2
     assert client.get("/api/v1/notifications", headers=make.headers(w.member_b)).get_json()["total"] == 0
+
+
+def test_a_statement_of_only_a_late_refund_has_nothing_to_pay(client, make, world):
+    """A period with only a refund of an order settled before: net negative, so no payment is
+    recorded (409 nothing_to_pay), the page shows no pay form, the desk does not count it unpaid."""
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 2)], paid_at=at(3, 5))
+    first_period = period(3)
+    with replay_clock(at(2, 1, 9)):
+        [first] = settlements.issue_statements(w.finance, first_period)
+    _refund(w, order, 5_000, at(2, 10))
+    [late] = _issue(client, make, w.finance, period(2)).get_json()["items"]
+    assert (late["gross_fen"], late["refunds_fen"], late["net_fen"]) == (0, 5_000, -5_000)
+    refused = client.post(f"/api/v1/settlements/{late['id']}/pay", json={"bank_reference": "HX-NEG"},
+                          headers=make.headers(w.finance))
+    assert refused.status_code == 409, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["code"] == "nothing_to_pay" and "无需付款" in error["message"] and "抵扣" in error["message"]
+    assert error["fields"] == {}
+    db.session.expire_all()
+    assert db.session.get(SettlementStatement, late["id"]).status == "issued"
+    assert settlements.settlement_overview()["unpaid_count"] == 1  # the first statement only
+    assert settlements.settlement_overview()["unpaid_fen"] == first.net_fen == 25_600
+
+    with client.session_transaction() as session:
+        session.update(user_id=w.finance.id, gen=w.finance.token_generation, sid="test-sid-neg")
+    page = client.get(f"/settlements/{late['id']}").get_data(as_text=True)
+    assert 'id="pay-statement"' not in page and 'id="nothing-to-pay"' in page and "无需付款" in page
+    assert 'id="pay-statement"' in client.get(f"/settlements/{first.id}").get_data(as_text=True)
+    again = client.post(f"/settlements/{late['id']}/pay", data={"bank_reference": "BANK-NEG"})
+    assert again.status_code == 409 and "无需付款" in again.get_data(as_text=True)
+    assert db.session.get(SettlementStatement, late["id"]).status == "issued"
+
+
+def test_the_digest_is_the_same_for_a_moment_given_in_shanghai_time(make, world):
+    """A line's moment still held as the factory gave it (Asia/Shanghai, identity-mapped) and the
+    same moment read back from the database (UTC) give one digest; reconcile finds nothing."""
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 1)], paid_at=at(2, 5))
+    [allocation] = order.allocations
+    allocation.paid_at = at(2, 5)  # the same instant, as an aware Asia/Shanghai datetime, kept in the session
+    [statement] = settlements.issue_statements(w.finance, period(2))
+    digest = statement.content_sha256
+    db.session.expire_all()
+    stored = db.session.get(SettlementStatement, statement.id)
+    assert stored.lines[0].occurred_at.utcoffset() == timedelta(0)
+    assert settlements.content_digest(stored) == digest
+    assert settlements.reconcile_settlements(months_ago(2)[0]) == []
+    # The cutoff too: the same statement with its cutoff given in Shanghai time has the same digest.
+    shanghai = SettlementStatement(cooperative_id=stored.cooperative_id, period=stored.period,
+                                   cutoff_at=stored.cutoff_at.astimezone(SHANGHAI), gross_fen=stored.gross_fen,
+                                   refunds_fen=stored.refunds_fen, net_fen=stored.net_fen,
+                                   line_count=stored.line_count)
+    assert settlements.content_digest(shanghai, list(stored.lines)) == digest
+
+
+def test_reconcile_catches_a_refund_line_dated_after_the_cutoff(runner, make, world):
+    w = world
+    order = paid_order(w.buyer, [(w.tea_batch, 3)], paid_at=at(2, 5))
+    _refund(w, order, 1_000, at(2, 6))
+    [statement] = settlements.issue_statements(w.finance, period(2))
+    year = months_ago(2)[0]
+    assert settlements.reconcile_settlements(year) == []
+    # The refund the statement settled is moved past the statement's cutoff.
+    later = (statement.cutoff_at + timedelta(days=1)).astimezone(timezone.utc).replace(tzinfo=None)
+    db.session.execute(sa.text("UPDATE refunds SET created_at = :later"), {"later": later})
+    db.session.commit()
+    problems = settlements.reconcile_settlements(year)
+    assert [p["statement_id"] for p in problems] == [statement.id]
+    assert "退款明细与原始退款分摊" in problems[0]["problem"]
+    assert _reconcile(runner, year).exit_code == 1
+
+
+def test_a_payment_just_after_midnight_shanghai_on_the_first_is_in_the_new_month(make, world):
+    """00:30 on the 1st in Asia/Shanghai is still the previous day in UTC: it belongs to the new
+    month's period; 23:30 on the last day of the old month belongs to the old one."""
+    w = world
+    old_year, old_month = months_ago(2)
+    new_year, new_month = months_ago(1)
+    last_day = calendar.monthrange(old_year, old_month)[1]
+    late_evening = datetime(old_year, old_month, last_day, 23, 30, tzinfo=SHANGHAI)
+    after_midnight = datetime(new_year, new_month, 1, 0, 30, tzinfo=SHANGHAI)
+    assert after_midnight.astimezone(timezone.utc).month == old_month  # still the old month in UTC
+    old = paid_order(w.buyer, [(w.tea_batch, 1)], paid_at=late_evening)
+    new = paid_order(w.buyer, [(w.tea_batch, 2)], paid_at=after_midnight)
+
+    [old_statement] = settlements.issue_statements(w.finance, period(2))
+    assert [line.order_number for line in old_statement.lines] == [old.number]
+    assert old_statement.net_fen == 12_800
+    [new_statement] = settlements.issue_statements(w.finance, period(1))
+    assert [line.order_number for line in new_statement.lines] == [new.number]
+    assert new_statement.net_fen == 25_600
