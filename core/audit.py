@@ -87,26 +87,46 @@ def _digest(prev_hash: str, event) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _event_row(*, subject_type: str, subject_id: int, action: str, actor=None,
+               from_state: str | None = None, to_state: str | None = None,
+               comment: str = "", data: dict | None = None) -> dict:
+    """The column values of a new, unsealed event."""
+    return {
+        "at": utcnow(),
+        "actor_id": getattr(actor, "id", None),
+        "actor_role": getattr(actor, "role", None),
+        "subject_type": subject_type,
+        "subject_id": subject_id,
+        "action": action,
+        "from_state": from_state,
+        "to_state": to_state,
+        "comment": comment or "",
+        "data": json.dumps(data or {}, ensure_ascii=False, sort_keys=True),
+    }
+
+
 def record_event(*, subject_type: str, subject_id: int, action: str, actor=None,
                  from_state: str | None = None, to_state: str | None = None,
                  comment: str = "", data: dict | None = None) -> AuditEvent:
     """Add one event in the caller's transaction (the caller commits); it is sealed into the
     chain after that commit. No lock is taken here."""
-    event = AuditEvent(
-        at=utcnow(),
-        actor_id=getattr(actor, "id", None),
-        actor_role=getattr(actor, "role", None),
-        subject_type=subject_type,
-        subject_id=subject_id,
-        action=action,
-        from_state=from_state,
-        to_state=to_state,
-        comment=comment or "",
-        data=json.dumps(data or {}, ensure_ascii=False, sort_keys=True),
-    )
+    event = AuditEvent(**_event_row(subject_type=subject_type, subject_id=subject_id, action=action, actor=actor,
+                                    from_state=from_state, to_state=to_state, comment=comment, data=data))
     db.session.add(event)
     db.session.info["audit_unsealed"] = True
     return event
+
+
+def insert_event(*, subject_type: str, subject_id: int, action: str, actor=None,
+                 from_state: str | None = None, to_state: str | None = None,
+                 comment: str = "", data: dict | None = None) -> None:
+    """``record_event`` for hot paths: the same row, written at once with a Core INSERT on the
+    session's connection (no ORM object, no flush). Sealed after the caller's commit all the same."""
+    db.session.connection().execute(
+        sa.insert(AuditEvent.__table__),
+        _event_row(subject_type=subject_type, subject_id=subject_id, action=action, actor=actor,
+                   from_state=from_state, to_state=to_state, comment=comment, data=data))
+    db.session.info["audit_unsealed"] = True
 
 
 # ---------------------------------------------------------------- sealing

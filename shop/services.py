@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy import orm
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from certification.gate import is_sellable
 from certification.models import Product
-from core.audit import record_event
+from core.audit import insert_event, record_event
 from core.db import transaction
 from core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from core.extensions import db
@@ -275,14 +276,22 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
     The order's own rows are written before the batch rows are locked, so the locks on shared
     (hot) batch rows are held only for the allocation, the audit append and the commit.
 
+    Every row here is written with Core statements on the session's connection, not through the
+    ORM's unit of work: placement is the busiest write of the shop and its cost was mostly ORM
+    flush bookkeeping. The ORM objects are built alongside and become the session's persistent
+    objects after the commit (``_adopt``), so callers get the usual ``Order`` without reloading it.
+    The reports summary needs no notice: a new allocation is unpaid and moves no sale
+    (``shop.reports.summary`` ignores it too).
+
     :return: the order and the products it sold out (no sellable unit left).
 
     :raise StockShortage: not enough units (everything rolled back, nothing reserved).
     """
     with transaction():
         stock.take_write_lock()
-        order = _create_order_rows(buyer, data, wanted, products, prices, utcnow(), canteen,
-                                   idempotency_key, fingerprint, approval)
+        connection = db.session.connection()
+        order, lines, fulfilments = _create_order_rows(connection, buyer, data, wanted, products, prices,
+                                                       utcnow(), canteen, idempotency_key, fingerprint, approval)
         notify_order_waiting(order, buyer)  # before the batch locks: they are held until the commit
         candidates = stock.lock_candidate_batches(wanted, today)
         takes, short = stock.plan_allocation(wanted, candidates)
@@ -291,18 +300,78 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
         stock.apply_takes(takes)
         sold_out = [pid for pid, quantity in wanted.items()
                     if sum(row["available_quantity"] for row in candidates.get(pid, [])) == quantity]
-        lines = {line.product_id: line for line in order.lines}
-        db.session.add_all([
-            OrderAllocation(order=order, line=lines[pid], batch_id=take.batch_id, village_id=take.village_id,
-                            product_id=pid, channel=order.channel, quantity=take.quantity,
-                            amount_fen=prices[pid] * take.quantity, refunded_fen=0)
+        line_ids = {line.product_id: line.id for line in lines}
+        allocations = _insert_rows(connection, OrderAllocation, [
+            {"order_id": order.id, "line_id": line_ids[pid], "batch_id": take.batch_id,
+             "village_id": take.village_id, "product_id": pid, "channel": order.channel,
+             "quantity": take.quantity, "amount_fen": prices[pid] * take.quantity, "refunded_fen": 0}
             for pid, plan in takes.items() for take in plan])
-        record_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
+        insert_event(subject_type="order", subject_id=order.id, action="placed", actor=buyer,
                      to_state=OrderStatus.PENDING_PAYMENT.value,
                      data={"number": order.number, "total_fen": order.total_fen, "channel": order.channel,
                            "approval": order.approval_status,
                            "allocations": [[t.batch_id, t.quantity] for plan in takes.values() for t in plan]})
+    _adopt(order, lines, fulfilments, allocations)
     return order, sold_out
+
+
+def _full_row(model, values: dict) -> dict:
+    """Every column of a new ``model`` row as the ORM would have inserted it: the given values,
+    else the column's scalar default, else NULL (the primary key only when given)."""
+    row = {}
+    for column in model.__table__.columns:
+        if column.key in values:
+            row[column.key] = values[column.key]
+        elif column.primary_key:
+            continue
+        elif column.default is not None:
+            if not column.default.is_scalar:
+                raise TypeError(f"{model.__name__}.{column.key}: give a value (its default is not a constant)")
+            row[column.key] = column.default.arg
+        else:
+            row[column.key] = None
+    return row
+
+
+def _insert_rows(connection, model, rows: list[dict]) -> list:
+    """INSERT ``rows`` of ``model`` in one executemany; return transient objects with their new ids."""
+    if not rows:
+        return []
+    rows = [_full_row(model, row) for row in rows]
+    table = model.__table__
+    ids = connection.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    return [model(id=id_, **row) for id_, row in zip(ids, rows)]
+
+
+def _next_order_id(connection) -> int:
+    """The id the next order will have, taken before its INSERT so its number goes in with it."""
+    if connection.dialect.name == "postgresql":
+        return connection.execute(sa.select(sa.func.nextval(sa.func.pg_get_serial_sequence("orders", "id")))).scalar_one()
+    # SQLite: the caller holds the database write lock (stock.take_write_lock), and an INTEGER
+    # PRIMARY KEY without AUTOINCREMENT would itself get max(id) + 1.
+    return connection.execute(sa.select(sa.func.coalesce(sa.func.max(Order.__table__.c.id), 0) + 1)).scalar_one()
+
+
+def _adopt(order: Order, lines: list[OrderLine], fulfilments: list[OrderFulfilment],
+           allocations: list[OrderAllocation]) -> None:
+    """Make the committed order's objects persistent in the session, relationships filled in, as
+    if they had been loaded (their rows were written with Core, see ``_reserve``)."""
+    for obj in (order, *lines, *fulfilments, *allocations):
+        orm.make_transient_to_detached(obj)
+    set_committed_value(order, "lines", lines)
+    set_committed_value(order, "fulfilments", fulfilments)
+    set_committed_value(order, "allocations", allocations)
+    set_committed_value(order, "refunds", [])
+    for line in lines:
+        set_committed_value(line, "order", order)
+        set_committed_value(line, "allocations", [a for a in allocations if a.line_id == line.id])
+    by_line = {line.id: line for line in lines}
+    for allocation in allocations:
+        set_committed_value(allocation, "order", order)
+        set_committed_value(allocation, "line", by_line[allocation.line_id])
+    for fulfilment in fulfilments:
+        set_committed_value(fulfilment, "order", order)
+    db.session.add(order)  # cascades to its lines, fulfilments and allocations
 
 
 def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
@@ -316,20 +385,22 @@ def _order_by_key(buyer: User, key: str, fingerprint: str) -> Order | None:
     return existing
 
 
-def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idempotency_key, fingerprint,
-                       approval):
-    """Insert the order, its lines and one fulfilment per cooperative (no commit, no stock yet).
+def _create_order_rows(connection, buyer, data, wanted, products, prices, now, canteen, idempotency_key,
+                       fingerprint, approval) -> tuple[Order, list[OrderLine], list[OrderFulfilment]]:
+    """Insert the order, its lines and one fulfilment per cooperative (Core, no commit, no stock yet).
 
-    The offline sandbox's checkout session is made here, in the same transaction; a real
-    Stripe session needs the network and is attached after commit (``_attach_stripe_checkout``).
+    Return the order, its lines and fulfilments as transient objects with their ids, not yet
+    related to each other (``_adopt`` does that after the commit). The order's id is taken first, so its number (and the offline
+    sandbox's checkout session, made here in the same transaction) go in with the INSERT; a real
+    Stripe session needs the network and is attached after commit (``attach_stripe_checkout``).
     """
     shipping = data["shipping"]
     invoice = data.get("invoice") or {}
     channel = "canteen" if canteen else "online"
     method = data["payment_method"]
     provider = "bank_transfer" if method == "bank_transfer" else ("stripe" if payments.stripe_enabled() else "sandbox")
-    order = Order(
-        number="P-" + secrets.token_hex(12),  # replaced by the id-based number after flush
+    order = Order(**_full_row(Order, dict(
+        id=_next_order_id(connection),
         buyer_id=buyer.id, budget_unit_id=buyer.budget_unit_id if canteen else None,
         channel=channel, status=OrderStatus.PENDING_PAYMENT.value, payment_method=method,
         payment_provider=provider,
@@ -341,21 +412,21 @@ def _create_order_rows(buyer, data, wanted, products, prices, now, canteen, idem
         idempotency_key=idempotency_key, request_fingerprint=fingerprint,
         reserved_until=reservation_deadline(method, now), created_at=now,
         approval_status=approval,
-    )
-    for pid, quantity in wanted.items():
-        product = products[pid]
-        order.lines.append(OrderLine(product_id=pid, cooperative_id=product.cooperative_id,
-                                     product_name=product.name, unit=product.unit, unit_price_fen=prices[pid],
-                                     quantity=quantity, line_total_fen=prices[pid] * quantity, refunded_fen=0))
-    for cooperative_id in sorted({products[pid].cooperative_id for pid in wanted}):
-        order.fulfilments.append(OrderFulfilment(cooperative_id=cooperative_id, status="pending"))
-    db.session.add(order)
-    db.session.flush()
+    )))
     order.number = _order_number(order)
     if provider == "sandbox" and order.approval_status is None:  # else once approved
         order.checkout_session_id, order.checkout_url = payments.create_checkout_session(
             order, expires_at=order.reserved_until, base_url=current_app.config["PUBLIC_BASE_URL"])
-    return order
+    connection.execute(sa.insert(Order.__table__), {c.key: getattr(order, c.key) for c in Order.__table__.columns})
+    lines = _insert_rows(connection, OrderLine, [
+        {"order_id": order.id, "product_id": pid, "cooperative_id": products[pid].cooperative_id,
+         "product_name": products[pid].name, "unit": products[pid].unit, "unit_price_fen": prices[pid],
+         "quantity": quantity, "line_total_fen": prices[pid] * quantity, "refunded_fen": 0}
+        for pid, quantity in wanted.items()])
+    fulfilments = _insert_rows(connection, OrderFulfilment, [
+        {"order_id": order.id, "cooperative_id": cooperative_id, "status": "pending"}
+        for cooperative_id in sorted({products[pid].cooperative_id for pid in wanted})])
+    return order, lines, fulfilments
 
 
 def attach_stripe_checkout(order: Order) -> None:

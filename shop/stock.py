@@ -55,17 +55,19 @@ def lock_candidate_batches(product_ids, today: date | None = None) -> dict[int, 
     Sellable means units left and not past ``expires_on`` (an Asia/Shanghai date).
     """
     today = today or shanghai_today()
+    batches = Batch.__table__  # Core: a plain row query on every order needs no ORM machinery
     query = (
-        sa.select(Batch.id, Batch.product_id, Batch.village_id, Batch.produced_on, Batch.available_quantity)
-        .where(Batch.product_id.in_(list(product_ids)), Batch.available_quantity > 0,
-               sa.or_(Batch.expires_on.is_(None), Batch.expires_on >= today))
+        sa.select(batches.c.id, batches.c.product_id, batches.c.village_id, batches.c.produced_on,
+                  batches.c.available_quantity)
+        .where(batches.c.product_id.in_(list(product_ids)), batches.c.available_quantity > 0,
+               sa.or_(batches.c.expires_on.is_(None), batches.c.expires_on >= today))
         # One statement, one global order: lock rows by id across the whole order.
-        .order_by(Batch.id)
+        .order_by(batches.c.id)
     )
     if dialect() == "postgresql":
         query = query.with_for_update()
     by_product: dict[int, list[dict]] = defaultdict(list)
-    for row in db.session.execute(query).mappings():
+    for row in db.session.connection().execute(query).mappings():
         by_product[row["product_id"]].append(dict(row))
     for rows in by_product.values():
         rows.sort(key=lambda row: (row["produced_on"], row["id"]))
@@ -95,19 +97,25 @@ def plan_allocation(wanted: dict[int, int], candidates: dict[int, list[dict]]) -
 
 
 def apply_takes(takes: dict[int, list[Take]]) -> None:
-    """Decrement the batches, in batch-id order, each guarded so it cannot go below zero.
+    """Decrement the batches in one UPDATE, each row guarded so it cannot go below zero.
+
+    One statement instead of one per batch: this runs on every order while the batch rows are
+    locked (``lock_candidate_batches`` took the locks in id order already).
 
     :raise Conflict: a batch no longer had the units (only possible if locking was bypassed).
     """
-    for take in sorted((t for plan in takes.values() for t in plan), key=lambda t: t.batch_id):
-        result = db.session.execute(
-            sa.update(Batch)
-            .where(Batch.id == take.batch_id, Batch.available_quantity >= take.quantity)
-            .values(available_quantity=Batch.available_quantity - take.quantity)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount != 1:
-            raise Conflict("库存刚刚被其他订单占用，请重试", code="insufficient_stock")
+    taken = {take.batch_id: take.quantity for plan in takes.values() for take in plan}
+    if not taken:
+        return
+    table = Batch.__table__
+    quantity = sa.case(taken, value=table.c.id)
+    result = db.session.connection().execute(
+        sa.update(table)
+        .where(table.c.id.in_(sorted(taken)), table.c.available_quantity >= quantity)
+        .values(available_quantity=table.c.available_quantity - quantity)
+    )
+    if result.rowcount != len(taken):
+        raise Conflict("库存刚刚被其他订单占用，请重试", code="insufficient_stock")
 
 
 def release_allocations(allocations) -> list[int]:
