@@ -26,7 +26,8 @@ PAGE_SIZE = 30
 
 KIND_LABELS = {"certification_decision": "认定结果", "application_waiting": "待审核", "order_to_ship": "待发货",
                "transfer_waiting": "待确认到账", "approval_waiting": "待审批", "certificate_renewal": "证书续期",
-               "evidence_expiring": "证明材料到期", "canteen_share_behind": "预留份额进度"}
+               "evidence_expiring": "证明材料到期", "canteen_share_behind": "预留份额进度",
+               "statement_issued": "结算单", "statement_paid": "结算付款"}
 
 
 def unread_badge() -> int:

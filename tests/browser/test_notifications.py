@@ -101,6 +101,7 @@ def test_a_member_is_told_of_its_approval_and_its_paid_statement(page, make, bro
     phone.wait_for_load_state()
     paid_notice = phone.locator("li.notice.unread").first
     assert "结算款已支付" in paid_notice.inner_text() and "HXB-2026-1207" in paid_notice.inner_text()
+    assert paid_notice.locator(".badge").inner_text() == "结算付款"
     paid_notice.locator("button:has-text('查看')").click()
     phone.wait_for_url(re.compile(r".*/settlements/\d+$"))
     assert phone.locator("#statement-status").inner_text() == "已付款"
