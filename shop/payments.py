@@ -110,14 +110,19 @@ def session_expiry(reserved_until: datetime, now: datetime) -> datetime:
     return datetime.fromtimestamp(int(now.timestamp() + seconds), tz=now.tzinfo)
 
 
+def sandbox_checkout_session(base_url: str) -> tuple[str, str]:
+    """A simulated Checkout Session (offline demo): (session id, its page on this site)."""
+    session_id = SANDBOX_PREFIX + secrets.token_urlsafe(24)
+    return session_id, f"{base_url}/pay/sandbox/{session_id}"
+
+
 def create_checkout_session(order, *, expires_at: datetime, base_url: str) -> tuple[str, str]:
     """Create a Checkout Session for ``order``; return (session id, checkout URL).
 
     :raise PaymentProviderError: Stripe refused or could not be reached.
     """
     if not stripe_enabled():
-        session_id = SANDBOX_PREFIX + secrets.token_urlsafe(24)
-        return session_id, f"{base_url}/pay/sandbox/{session_id}"
+        return sandbox_checkout_session(base_url)
     methods = ["card", *wallet_methods()]
     params = {
         "mode": "payment",

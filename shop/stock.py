@@ -12,6 +12,7 @@ Concurrency, why it cannot oversell:
 - On both, the decrement itself is ``UPDATE ... WHERE available_quantity >= n`` with a row count
   check, so even a mistake in the above could only refuse an order, never oversell.
 """
+import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
@@ -49,25 +50,31 @@ def take_write_lock() -> None:
         db.session.execute(sa.text("UPDATE batches SET id = id WHERE 0"))
 
 
+# Built once: placement runs these on every order, and building a statement costs about as
+# much Python time as executing it.
+_batches = Batch.__table__
+_CANDIDATES = (
+    sa.select(_batches.c.id, _batches.c.product_id, _batches.c.village_id, _batches.c.produced_on,
+              _batches.c.available_quantity)
+    .where(_batches.c.product_id.in_(sa.bindparam("product_ids", expanding=True)),
+           _batches.c.available_quantity > 0,
+           sa.or_(_batches.c.expires_on.is_(None), _batches.c.expires_on >= sa.bindparam("today", type_=sa.Date)))
+    # One statement, one global order: lock rows by id across the whole order.
+    .order_by(_batches.c.id)
+)
+_CANDIDATES_FOR_UPDATE = _CANDIDATES.with_for_update()
+
+
 def lock_candidate_batches(product_ids, today: date | None = None) -> dict[int, list[dict]]:
     """Return each product's sellable batches, oldest production first, locked for this transaction.
 
     Sellable means units left and not past ``expires_on`` (an Asia/Shanghai date).
     """
-    today = today or shanghai_today()
-    batches = Batch.__table__  # Core: a plain row query on every order needs no ORM machinery
-    query = (
-        sa.select(batches.c.id, batches.c.product_id, batches.c.village_id, batches.c.produced_on,
-                  batches.c.available_quantity)
-        .where(batches.c.product_id.in_(list(product_ids)), batches.c.available_quantity > 0,
-               sa.or_(batches.c.expires_on.is_(None), batches.c.expires_on >= today))
-        # One statement, one global order: lock rows by id across the whole order.
-        .order_by(batches.c.id)
-    )
-    if dialect() == "postgresql":
-        query = query.with_for_update()
+    query = _CANDIDATES_FOR_UPDATE if dialect() == "postgresql" else _CANDIDATES
     by_product: dict[int, list[dict]] = defaultdict(list)
-    for row in db.session.connection().execute(query).mappings():
+    rows = db.session.connection().execute(query, {"product_ids": list(product_ids),
+                                                   "today": today or shanghai_today()})
+    for row in rows.mappings():
         by_product[row["product_id"]].append(dict(row))
     for rows in by_product.values():
         rows.sort(key=lambda row: (row["produced_on"], row["id"]))
@@ -96,6 +103,18 @@ def plan_allocation(wanted: dict[int, int], candidates: dict[int, list[dict]]) -
     return takes, short
 
 
+@functools.lru_cache(maxsize=32)
+def _decrement(batch_count: int) -> sa.Update:
+    """``UPDATE batches`` taking ``q<i>`` units from batch ``b<i>`` for ``batch_count`` batches, each
+    row guarded so it cannot go below zero (one statement per batch count, built once)."""
+    quantity = sa.case(*[(_batches.c.id == sa.bindparam(f"b{i}"), sa.bindparam(f"q{i}", type_=sa.Integer))
+                         for i in range(batch_count)])
+    return (sa.update(_batches)
+            .where(_batches.c.id.in_([sa.bindparam(f"b{i}", type_=sa.Integer) for i in range(batch_count)]),
+                   _batches.c.available_quantity >= quantity)
+            .values(available_quantity=_batches.c.available_quantity - quantity))
+
+
 def apply_takes(takes: dict[int, list[Take]]) -> None:
     """Decrement the batches in one UPDATE, each row guarded so it cannot go below zero.
 
@@ -104,16 +123,16 @@ def apply_takes(takes: dict[int, list[Take]]) -> None:
 
     :raise Conflict: a batch no longer had the units (only possible if locking was bypassed).
     """
-    taken = {take.batch_id: take.quantity for plan in takes.values() for take in plan}
+    taken: dict[int, int] = {}
+    for plan in takes.values():
+        for take in plan:
+            taken[take.batch_id] = taken.get(take.batch_id, 0) + take.quantity
     if not taken:
         return
-    table = Batch.__table__
-    quantity = sa.case(taken, value=table.c.id)
-    result = db.session.connection().execute(
-        sa.update(table)
-        .where(table.c.id.in_(sorted(taken)), table.c.available_quantity >= quantity)
-        .values(available_quantity=table.c.available_quantity - quantity)
-    )
+    params = {}
+    for i, batch_id in enumerate(sorted(taken)):
+        params[f"b{i}"], params[f"q{i}"] = batch_id, taken[batch_id]
+    result = db.session.connection().execute(_decrement(len(taken)), params)
     if result.rowcount != len(taken):
         raise Conflict("库存刚刚被其他订单占用，请重试", code="insufficient_stock")
 

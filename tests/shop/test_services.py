@@ -231,3 +231,50 @@ def test_allocations_record_the_channel_for_reports(client, make):
     online = place(client, make, make.user(), (tea, 1))
     channels = dict(db.session.execute(sa.select(OrderAllocation.order_id, OrderAllocation.channel)).all())
     assert channels == {canteen["id"]: "canteen", online["id"]: "online"}
+
+
+def test_a_placed_order_is_what_loading_its_rows_gives_and_leaves_nothing_to_flush(make):
+    """Placement writes its rows with Core and hands back objects built from the same values
+    (``_as_loaded``): they must equal a fresh load column for column, carry their relations
+    without another query, and leave the session with nothing to write back."""
+    tea = certified_product(make)
+    honey = certified_product(make, cooperative=make.cooperative(make.village("花垣县")))
+    batch(tea, quantity=2, produced_on=shanghai_today() - timedelta(days=9))  # oldest: taken first
+    batch(tea, quantity=9, produced_on=shanghai_today() - timedelta(days=1))
+    batch(honey, quantity=5)
+    order, created = services.place_order(make.user(), _data((tea, 4), (honey, 1)))
+    assert created
+    assert not db.session.new and not db.session.dirty
+
+    statements = []
+
+    def record(connection, cursor, statement, *args):
+        statements.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        placed = {
+            "order": {c.key: getattr(order, c.key) for c in Order.__table__.columns},
+            "lines": [(line.id, line.product_id, line.quantity, line.unit_price_fen, [a.id for a in line.allocations])
+                      for line in order.lines],
+            "fulfilments": [(f.id, f.cooperative_id, f.status) for f in order.fulfilments],
+            "allocations": [(a.id, a.batch_id, a.quantity, a.amount_fen, a.line.id, a.order.id)
+                            for a in order.allocations],
+        }
+        db.session.commit()  # nothing pending: no UPDATE may go out
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert statements == [], statements
+
+    order_id = order.id
+    db.session.expunge_all()
+    fresh = db.session.get(Order, order_id)
+    assert placed == {
+        "order": {c.key: getattr(fresh, c.key) for c in Order.__table__.columns},
+        "lines": [(line.id, line.product_id, line.quantity, line.unit_price_fen, [a.id for a in line.allocations])
+                  for line in fresh.lines],
+        "fulfilments": [(f.id, f.cooperative_id, f.status) for f in fresh.fulfilments],
+        "allocations": [(a.id, a.batch_id, a.quantity, a.amount_fen, a.line.id, a.order.id) for a in fresh.allocations],
+    }
+    assert [len(line.allocations) for line in fresh.lines] == [2, 1]
+    assert fresh.number.startswith("XB") and fresh.number.endswith(f"-{order_id:06d}")
