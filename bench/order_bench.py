@@ -15,10 +15,10 @@ What it does, in one run (bounded by ``--seconds`` plus setup, about a minute):
    per-batch allocation under ``SELECT … FOR UPDATE``, audit, and the sandbox checkout session)
    for 1–2 of the hot products, 1–3 units each, until the time is up or the stock is gone;
    (``--no-receivers`` disconnects other packages' products_changed receivers, to time the shop alone);
-4. prints successful orders/s, attempts/s, 409s, and p50/p95/p99 latency of successful
-   placements, then verifies: no batch below zero, every batch's available + reserved units
-   equals its quantity, units sold equal what the workers were told they got, and the audit
-   chain is intact;
+4. prints successful orders/s, attempts/s, 409s, p50/p95/p99 latency of successful
+   placements and the worker processes' CPU per order, then verifies: no batch below zero,
+   every batch's available + reserved units equals its quantity, units sold equal what the
+   workers were told they got, and the audit chain is intact;
 5. drops the scratch database (unless ``--keep``).
 
 Numbers go to docs/benchmarks.md ("Order placement") by hand.
@@ -172,11 +172,13 @@ def worker(url: str, scenario: dict, threads: int, seconds: float, start_at: flo
             results.append((latencies, refused, units))
 
     pool = [threading.Thread(target=buyer, args=(i,)) for i in range(threads)]
+    cpu_before = time.process_time()
     for thread in pool:
         thread.start()
     for thread in pool:
         thread.join()
-    queue.put(results)
+    # This process's CPU over the run: the buyers and the audit sealer thread alike.
+    queue.put((results, time.process_time() - cpu_before))
 
 
 def verify(url: str, scenario: dict, units_claimed: dict) -> list[str]:
@@ -244,7 +246,8 @@ def main() -> None:
         process.join()
     ended = time.time()
     latencies, refused, units = [], 0, {}
-    for results in collected:
+    worker_cpu = sum(cpu for _, cpu in collected)
+    for results, _ in collected:
         for lat, ref, got in results:
             latencies += lat
             refused += ref
@@ -261,6 +264,8 @@ def main() -> None:
           f"attempts {len(latencies) + refused} ({(len(latencies) + refused) / elapsed:.1f}/s), 409 refused {refused}")
     print(f"latency of a placement (ms): p50 {quantiles[49]:.1f}  p95 {quantiles[94]:.1f}  "
           f"p99 {quantiles[98]:.1f}  max {max(latencies or [0]):.1f}")
+    print(f"CPU of the worker processes: {worker_cpu:.1f} s = {worker_cpu * 1000 / max(len(latencies), 1):.2f} ms "
+          f"per order placed (PostgreSQL's own CPU not included)")
     print(f"units sold {sum(sold.values())} of {total_stock}; oversell check: "
           + ("OK (no batch below zero, available + reserved = quantity, sold = what buyers got, audit chain intact)"
              if not problems else "FAILED"))
