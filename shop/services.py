@@ -1323,7 +1323,61 @@ def finance_overview(limit: int = 50) -> dict:
         sa.select(Order).where(Order.paid_at.is_not(None)).order_by(Order.paid_at.desc()).limit(limit)))
     refunds = list(db.session.scalars(sa.select(Refund).order_by(Refund.id.desc()).limit(limit)))
     return {"pending_transfers": pending, "recent_paid": paid, "recent_refunds": refunds,
-            "alerts": payment_alerts(limit)}
+            "alerts": payment_alerts(limit), **refunds_in_flight(limit)}
+
+
+#: How far back the finance desk lists refunds the payment provider refused.
+REFUSED_REFUNDS_SHOWN_DAYS = 30
+
+
+def refunds_in_flight(limit: int = 50) -> dict[str, list[RefundIntent]]:
+    """Refunds asked of the payment provider and not finished (``refunds_pending``, oldest first:
+    the longest unconfirmed is the one to look at), and those it refused lately (``refunds_refused``)."""
+    with_order = orm.joinedload(RefundIntent.order)
+    pending = list(db.session.scalars(
+        sa.select(RefundIntent).where(RefundIntent.status == "pending").options(with_order)
+        .order_by(RefundIntent.id).limit(limit)))
+    refused = list(db.session.scalars(
+        sa.select(RefundIntent).where(RefundIntent.status == "failed",
+                                      RefundIntent.finished_at >= utcnow() - timedelta(days=REFUSED_REFUNDS_SHOWN_DAYS))
+        .options(with_order).order_by(RefundIntent.finished_at.desc()).limit(limit)))
+    return {"refunds_pending": pending, "refunds_refused": refused}
+
+
+def refund_intent_order_id(intent_id: int) -> int:
+    """The order a refund intent belongs to.
+
+    :raise NotFound: no such refund intent.
+    """
+    order_id = db.session.scalar(sa.select(RefundIntent.order_id).where(RefundIntent.id == intent_id))
+    if order_id is None:
+        raise NotFound("退款记录不存在")
+    return order_id
+
+
+def retry_refund(user: User, intent_id: int) -> Order:
+    """Finance asks the payment provider again about a refund still pending (its answer was lost),
+    with the refund's own idempotency key, so money that already moved does not move twice: what
+    ``payments resume-refunds`` does, for one refund and now.
+
+    :raise Forbidden: not finance or an admin.
+    :raise NotFound: no such refund intent.
+    :raise Conflict: it is not pending any more (``refund_not_pending``).
+    :raise RefundUnconfirmed, RefundInProgress, RefundRefused: as ``carry_out_refund``.
+    """
+    if not user.has_role(Role.FINANCE, Role.ADMIN):
+        raise Forbidden("仅财务人员或管理员可以处理退款")
+    refund_intent_order_id(intent_id)
+    with transaction():
+        order, intent = _lock_intent(intent_id)
+        if intent.status != "pending":
+            label = "已完成" if intent.status == "succeeded" else "已被支付服务拒绝"
+            raise Conflict(f"该退款{label}，无需再确认", code="refund_not_pending")
+        record_event(subject_type="order", subject_id=order.id, action="refund_retried", actor=user,
+                     from_state=order.status, to_state=order.status,
+                     data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen,
+                           "idempotency_key": intent.idempotency_key})
+    return carry_out_refund(intent_id)
 
 
 def payment_alerts(limit: int = 50) -> list[PaymentEvent]:

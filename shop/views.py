@@ -349,6 +349,7 @@ ACTIONS = {
     "refund": ("未能退款", {"amount_fen": ("退款金额", "amount_yuan"), "reason": ("原因", "reason")}),
     "approval": ("未能提交审批意见", {"comment": ("审批意见", "comment"), "decision": ("审批结果", "decision")}),
     "inspection": ("未能提交验货结果", {"note": ("问题说明", "note"), "photo": ("照片", "photo")}),
+    "refund_retry": ("未能确认退款结果", {}),
     "refund_request": ("未能处理退款申请", {"comment": ("处理说明", "comment"), "decision": ("处理结果", "decision")}),
     "rating": ("未能提交评价", {aspect: (label, aspect) for aspect, label in RATING_ASPECT_LABELS.items()}
                | {"comment": ("评价内容", "comment"), "cooperative_id": ("合作社", "cooperative_id")}),
@@ -591,6 +592,14 @@ def inspection_photo(order_id: int):
     return response
 
 
+@bp.post("/finance/refunds/<int:intent_id>/retry")
+@require_roles(Role.FINANCE, Role.ADMIN)
+def retry_refund(intent_id: int):
+    """Finance asks the payment provider again about a refund whose outcome was not confirmed."""
+    order_id = services.refund_intent_order_id(intent_id)
+    return _act(order_id, "refund_retry", lambda: services.retry_refund(current_user(), intent_id), "退款已确认完成")
+
+
 @bp.post("/refund-requests/<int:request_id>/decision")
 @require_roles(Role.FINANCE, Role.ADMIN)
 def decide_refund_request(request_id: int):
@@ -675,6 +684,7 @@ def _finance_page(failed: FormFailure | None = None):
     """Render the finance desk, with a refused confirmation's message if any."""
     return render_template("shop/finance.html", **services.finance_overview(),
                            refund_requests=inspection.open_refund_requests(),
+                           refused_days=services.REFUSED_REFUNDS_SHOWN_DAYS,
                            can_confirm=current_user().has_role(Role.FINANCE), failed=failed)
 
 

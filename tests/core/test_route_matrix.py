@@ -95,6 +95,7 @@ ACCESS = {
     ("shop.order_book", "GET"): (COOP,), ("shop.ship", "POST"): (COOP, ADM),
     ("shop.finance_desk", "GET"): (FIN, ADM), ("shop.confirm_transfer", "POST"): (FIN,),
     ("shop.refund", "POST"): (FIN, ADM), ("shop.decide_refund_request", "POST"): (FIN, ADM),
+    ("shop.retry_refund", "POST"): (FIN, ADM),
     ("reports.dashboard", "GET"): REPORTS, ("reports.villages", "GET"): REPORTS, ("reports.download", "GET"): REPORTS,
     ("reports.my_canteen", "GET"): (CB,), ("reports.canteen", "GET"): CANTEEN_PAGES,
     ("reports.canteen_orders", "GET"): CANTEEN_PAGES, ("reports.canteen_filing", "GET"): CANTEEN_PAGES,
@@ -202,7 +203,7 @@ def _values(world) -> dict:
     return {"product_id": product.id, "batch_id": item.id, "order_id": world["order"].id,
             "user_id": world["victim"].id, "cooperative_id": product.cooperative_id, "unit_id": world["unit"].id,
             "village_id": product.cooperative.village_id, "certification_id": product.certificate_id or 1,
-            "evidence_id": 1, "image_id": 1, "request_id": 1, "statement_id": 1, "year": shanghai_today().year,
+            "evidence_id": 1, "image_id": 1, "request_id": 1, "intent_id": 1, "statement_id": 1, "year": shanghai_today().year,
             "county": "古丈县", "kind": "purchase_order", "extension": "csv", "session_id": "cs_missing",
             "name": "missing.jpg", "notification_id": 1, "token": "not-a-reset-token", "rest": "06901234567892/10/LOT1", "serial": world["serial"].serial}
 

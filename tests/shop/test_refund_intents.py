@@ -361,3 +361,85 @@ def test_parallel_refunds_never_exceed_the_paid_amount(app, make, fake_stripe, s
     row = _order(order["id"])
     assert (row.refunded_fen, row.refund_reserved_fen) == (16_000, 0) and _sales(tea) == 4_000
     assert len(fake_stripe.calls("/v1/refunds")) == 2
+
+
+# ---------------------------------------------------------------- the finance desk
+
+def _sign_in(client, user):
+    client.post("/login", data={"email": user.email, "password": "password123"})
+
+
+def _order_events(order_id) -> list[str]:
+    return list(db.session.scalars(sa.select(AuditEvent.action).where(
+        AuditEvent.subject_type == "order", AuditEvent.subject_id == order_id).order_by(AuditEvent.id)))
+
+
+def test_finance_sees_a_refund_stripe_did_not_confirm_and_confirms_it_from_the_desk(
+        client, make, fake_stripe, stripe_order):
+    """A refund whose answer was lost is listed on the finance desk (not only known to a cron job);
+    "向支付服务确认结果" asks Stripe again with the refund's own key: while Stripe still does not
+    answer nothing changes and the desk says so, then the refund finishes once."""
+    order, tea = stripe_order
+    finance = make.user(Role.FINANCE)
+    fake_stripe.break_refunds = 500
+    assert _refund(client, make, order["id"], 6_000, finance).status_code == 502
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    _sign_in(client, finance)
+    desk = client.get("/finance/orders").get_data(as_text=True)
+    section = desk[desk.index('id="refunds-in-flight"'):desk.index("待确认的对公转账")]
+    assert order["number"] in section and "¥60.00" in section and "破损" in section
+    assert f'action="/finance/refunds/{intent.id}/retry"' in section and "不会被重复退款" in section
+
+    still = client.post(f"/finance/refunds/{intent.id}/retry", data={"next": "finance"})
+    assert still.status_code == 502
+    assert f"订单 {order['number']}：退款已提交，但支付服务尚未确认结果" in still.get_data(as_text=True)
+    db.session.expire_all()
+    assert intent.status == "pending" and _order(order["id"]).refund_reserved_fen == 6_000
+
+    fake_stripe.break_refunds = None
+    done = client.post(f"/finance/refunds/{intent.id}/retry", data={"next": "finance"})
+    assert done.status_code == 302 and done.headers["Location"].endswith("/finance/orders")
+    db.session.expire_all()
+    assert intent.status == "succeeded"
+    assert {c["headers"]["Idempotency-Key"] for c in fake_stripe.calls("/v1/refunds")} == {intent.idempotency_key}
+    assert len(fake_stripe.refunds_by_key) == 1
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, len(row.refunds)) == (6_000, 0, 1)
+    assert _sales(tea) == 14_000
+    assert _order_events(order["id"]).count("refund_retried") == 2
+    assert 'id="refunds-in-flight"' not in client.get("/finance/orders").get_data(as_text=True)
+
+    asked = len(fake_stripe.calls("/v1/refunds"))
+    again = client.post(f"/finance/refunds/{intent.id}/retry", data={"next": "finance"})
+    assert again.status_code == 409 and "该退款已完成" in again.get_data(as_text=True)
+    assert len(fake_stripe.calls("/v1/refunds")) == asked
+    assert client.post("/finance/refunds/999999/retry", data={"next": "finance"}).status_code == 404
+
+
+def test_a_refund_stripe_refused_is_listed_on_the_finance_desk_as_not_done(client, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    finance = make.user(Role.FINANCE)
+    fake_stripe.break_refunds = 400
+    assert _refund(client, make, order["id"], 5_000, finance).status_code == 502
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert intent.status == "failed"
+    _sign_in(client, finance)
+    desk = client.get("/finance/orders").get_data(as_text=True)
+    section = desk[desk.index('id="refunds-in-flight"'):desk.index("待确认的对公转账")]
+    assert "支付服务拒绝的退款" in section and order["number"] in section and "¥50.00" in section
+    assert "支付服务拒绝了该退款" in section and "/retry" not in section
+    assert _sales(tea) == 20_000
+
+
+def test_only_finance_and_admins_may_ask_again_and_the_service_checks_it_too(make, fake_stripe, stripe_order):
+    from core.errors import Forbidden
+
+    order, _ = stripe_order
+    with transaction():
+        locked = services.lock_order(order["id"])
+        intent = services.reserve_refund(locked, 1_000, "破损", None)
+    for role in (Role.CONSUMER, Role.COOPERATIVE, Role.OFFICIAL, Role.CANTEEN_BUYER):
+        with pytest.raises(Forbidden):
+            services.retry_refund(make.user(role), intent.id)
+    assert not fake_stripe.calls("/v1/refunds")
+    assert services.retry_refund(make.user(Role.ADMIN), intent.id).refunded_fen == 1_000
