@@ -268,6 +268,15 @@ def seal_mode(app, engine: sa.Engine) -> str:
     return mode or ("background" if engine.dialect.name == "postgresql" else "inline")
 
 
+def seal_delay_seconds(app) -> float:
+    """``AUDIT_SEAL_DELAY_MS`` (app config, else environment, else the default) in seconds; 0 is a
+    setting (seal at once), not "unset"."""
+    delay_ms = app.config.get("AUDIT_SEAL_DELAY_MS")
+    if delay_ms is None:
+        delay_ms = os.environ.get("AUDIT_SEAL_DELAY_MS") or DEFAULT_SEAL_DELAY_MS
+    return float(delay_ms) / 1000
+
+
 def _seal_after_commit(session: orm.Session) -> None:
     """Session hook: a transaction that added audit events committed; get them sealed.
 
@@ -284,9 +293,7 @@ def _seal_after_commit(session: orm.Session) -> None:
         if seal_mode(app, engine) == "inline":
             seal_pending(engine)
         else:
-            delay_ms = (app.config.get("AUDIT_SEAL_DELAY_MS") or os.environ.get("AUDIT_SEAL_DELAY_MS")
-                        or DEFAULT_SEAL_DELAY_MS)
-            _background_sealer(engine).request(engine, float(delay_ms) / 1000)
+            _background_sealer(engine).request(engine, seal_delay_seconds(app))
     except Exception:
         log.exception("audit events not sealed after commit; the next seal links them")
 

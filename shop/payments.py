@@ -202,7 +202,8 @@ def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: 
     try:
         refund = _client().v1.refunds.create(
             params={"payment_intent": payment_intent_id, "amount": amount_fen,
-                    "metadata": {"order_number": order_number}},
+                    # The key travels with the refund, so ``find_refund`` recognises it later.
+                    "metadata": {"order_number": order_number, "refund_key": idempotency_key}},
             options={"idempotency_key": idempotency_key},
         )
     except stripe.StripeError as exc:
@@ -216,8 +217,37 @@ def refund_payment(payment_intent_id: str, amount_fen: int, *, idempotency_key: 
                         type(exc).__name__, exc)
             raise RefundUnconfirmed() from exc
         log.warning("stripe refund for %s refused: %s", order_number, exc)
-        raise RefundRefused() from exc
+        # Stripe's error code (say ``charge_already_refunded``) is what finance can look up.
+        reason = f"（Stripe：{exc.code}）" if getattr(exc, "code", None) else ""
+        raise RefundRefused(RefundRefused.message + reason) from exc
     return refund.id
+
+
+def find_refund(payment_intent_id: str, idempotency_key: str) -> str | None:
+    """The id of the refund an earlier request with ``idempotency_key`` made on this payment, if
+    Stripe holds one (``refund_payment`` writes the key into the refund's metadata); else None.
+
+    Why: Stripe remembers an idempotency key for 24 hours only. A refund whose answer was lost and
+    that is asked again later would be made a second time under the same key; looking first, when
+    asking again, moves the money once however late the retry.
+
+    :raise RefundUnconfirmed: Stripe could not tell (connection, timeout, 5xx, 429): still pending.
+    """
+    try:
+        refunds = _client().v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100})
+    except stripe.StripeError as exc:
+        if not refund_refused(exc):
+            log.warning("stripe refunds of %s could not be listed (%s): %s", payment_intent_id,
+                        type(exc).__name__, exc)
+            raise RefundUnconfirmed() from exc
+        # A definite 4xx (say, an unknown payment): there is nothing to find; the refund request
+        # itself gets Stripe's answer.
+        log.warning("stripe refunds of %s refused to be listed: %s", payment_intent_id, exc)
+        return None
+    for refund in refunds.data:
+        if (refund.to_dict().get("metadata") or {}).get("refund_key") == idempotency_key:
+            return refund.id
+    return None
 
 
 def sign_payload(payload: str, secret: str, timestamp: int | None = None) -> str:

@@ -993,7 +993,7 @@ def reserve_refund(order: Order, amount: int, reason: str, actor: User | None, *
     return intent
 
 
-def carry_out_refund(intent_id: int) -> Order:
+def carry_out_refund(intent_id: int, *, asked_before: bool = False) -> Order:
     """Move the money of a committed pending intent and finish it; return the order.
 
     The provider is called outside any transaction (the session's transaction is ended first, so
@@ -1006,6 +1006,10 @@ def carry_out_refund(intent_id: int) -> Order:
     refunded: the intent stays pending with its amount reserved, so neither a second refund nor
     the ``charge.refunded`` webhook can take that amount again, and ``payments resume-refunds``
     asks again with the same idempotency key.
+
+    ``asked_before``: Stripe may have been asked already (a resumed or retried intent): first look
+    for the refund that request made (``payments.find_refund``), because Stripe forgets an
+    idempotency key after 24 hours and would then refund again.
 
     :raise RefundInProgress: Stripe is still handling this intent's key for another worker (409;
         the intent stays pending).
@@ -1028,7 +1032,11 @@ def carry_out_refund(intent_id: int) -> Order:
     provider_refund_id = None
     if call is not None:
         try:
-            provider_refund_id = payments.refund_payment(call.pop("payment_intent_id"), call.pop("amount_fen"), **call)
+            if asked_before:
+                provider_refund_id = payments.find_refund(call["payment_intent_id"], call["idempotency_key"])
+            if provider_refund_id is None:
+                provider_refund_id = payments.refund_payment(call.pop("payment_intent_id"), call.pop("amount_fen"),
+                                                             **call)
         except payments.RefundUnconfirmed as exc:
             # Maybe refunded at Stripe: keep the intent pending and the amount reserved (resumed later).
             _note_unconfirmed_refund(intent_id, exc.message)
@@ -1135,9 +1143,8 @@ RESUME_REFUNDS_AFTER_MINUTES = 10
 
 def resume_pending_refunds(older_than_minutes: int = RESUME_REFUNDS_AFTER_MINUTES) -> dict[str, int]:
     """Carry out pending refund intents older than ``older_than_minutes`` again, each with its own
-    idempotency key (so money that already moved is not moved twice); return counts by outcome.
-
-    Stripe keeps idempotency keys for at least 24 hours: run this well within that (cron).
+    idempotency key, after looking for the refund an earlier attempt made (so money that already
+    moved is not moved twice, even past the 24 hours Stripe keeps a key); return counts by outcome.
     """
     cutoff = utcnow() - timedelta(minutes=older_than_minutes)
     ids = list(db.session.scalars(sa.select(RefundIntent.id).where(
@@ -1146,7 +1153,7 @@ def resume_pending_refunds(older_than_minutes: int = RESUME_REFUNDS_AFTER_MINUTE
     outcome = {"succeeded": 0, "failed": 0, "in_progress": 0}
     for intent_id in ids:
         try:
-            carry_out_refund(intent_id)
+            carry_out_refund(intent_id, asked_before=True)
         except payments.RefundUnconfirmed:  # also RefundInProgress: still pending, asked again next run
             outcome["in_progress"] += 1
             continue
@@ -1377,7 +1384,12 @@ def retry_refund(user: User, intent_id: int) -> Order:
                      from_state=order.status, to_state=order.status,
                      data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen,
                            "idempotency_key": intent.idempotency_key})
-    return carry_out_refund(intent_id)
+    order = carry_out_refund(intent_id, asked_before=True)
+    # Another worker may have settled it in between (carry_out_refund then returns at once).
+    settled = db.session.get(RefundIntent, intent_id, populate_existing=True)
+    if settled.status == "failed":
+        raise payments.RefundRefused(settled.failure)
+    return order
 
 
 def payment_alerts(limit: int = 50) -> list[PaymentEvent]:

@@ -120,6 +120,15 @@ def test_the_background_sealer_links_commits_soon_after(app):
     assert report.ok and report.checked == 5 and report.unsealed == 0
 
 
+@pytest.mark.parametrize("setting, delay", [(None, 0.2), (0, 0.0), (50, 0.05), ("75", 0.075)])
+def test_the_background_sealers_delay_is_the_setting_and_zero_means_at_once(app, monkeypatch, setting, delay):
+    from core.audit import seal_delay_seconds
+
+    monkeypatch.delenv("AUDIT_SEAL_DELAY_MS", raising=False)
+    monkeypatch.setitem(app.config, "AUDIT_SEAL_DELAY_MS", setting)
+    assert seal_delay_seconds(app) == delay
+
+
 @pytest.mark.parametrize("failing", ["seal_pending", "seal_mode"])
 def test_a_failing_seal_never_fails_the_committed_action(monkeypatch, caplog, failing):
     """Neither the seal itself nor choosing how to seal (config, thread start) may turn a

@@ -5,7 +5,7 @@ import secrets
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from shop import payments
 
@@ -62,11 +62,15 @@ class FakeStripe:
         self.session_status = "open"
         self.fail_with: int | None = None
         self.fail_type = "api_error"
+        self.fail_code: str | None = None  # Stripe's error ``code`` in failed answers, when set
         #: Set to an Event to hold refund requests until it is set (``refund_entered`` tells when one waits).
         self.hold_refunds: threading.Event | None = None
         self.refund_entered = threading.Event()
         #: Refunds made, by idempotency key: a repeated key gets the first refund back, as at Stripe.
         self.refunds_by_key: dict[str, dict] = {}
+        #: Every refund made, newest last (what listing a payment's refunds returns); unlike the keys,
+        #: never forgotten (``forget_idempotency_keys``).
+        self.refunds: list[dict] = []
         #: Set to ``"drop"`` (close the connection unanswered) or a status such as 500: refund
         #: requests are carried out, then answered that way, so the caller cannot know the outcome.
         self.break_refunds: str | int | None = None
@@ -92,7 +96,10 @@ class FakeStripe:
                 fake.requests.append({"method": self.command, "path": self.path, "form": form,
                                       "headers": dict(self.headers)})
                 if fake.fail_with:
-                    return self._answer(fake.fail_with, {"error": {"type": fake.fail_type, "message": "boom"}})
+                    error = {"type": fake.fail_type, "message": "boom"}
+                    if fake.fail_code:
+                        error["code"] = fake.fail_code
+                    return self._answer(fake.fail_with, {"error": error})
                 if self.path == "/v1/checkout/sessions" and self.command == "POST":
                     session_id = "cs_test_" + secrets.token_hex(12)
                     return self._answer(200, {"id": session_id, "object": "checkout.session",
@@ -113,9 +120,13 @@ class FakeStripe:
                         fake.refund_entered.set()
                         fake.hold_refunds.wait(60)
                     key = self.headers.get("Idempotency-Key") or secrets.token_hex(8)
-                    refund = fake.refunds_by_key.setdefault(key, {
-                        "id": "re_" + secrets.token_hex(10), "object": "refund", "amount": int(form["amount"]),
-                        "status": "succeeded", "payment_intent": form["payment_intent"]})
+                    refund = fake.refunds_by_key.get(key)
+                    if refund is None:
+                        refund = fake.refunds_by_key[key] = {
+                            "id": "re_" + secrets.token_hex(10), "object": "refund", "amount": int(form["amount"]),
+                            "status": "succeeded", "payment_intent": form["payment_intent"],
+                            "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}}
+                        fake.refunds.append(refund)
                     if fake.break_refunds == "drop":
                         self.close_connection = True
                         return None
@@ -123,6 +134,11 @@ class FakeStripe:
                         return self._answer(int(fake.break_refunds), {"error": {"type": "api_error",
                                                                                 "message": "internal"}})
                     return self._answer(200, refund)
+                if self.path.startswith("/v1/refunds?") and self.command == "GET":
+                    query = dict(parse_qsl(urlsplit(self.path).query))
+                    found = [r for r in fake.refunds if r["payment_intent"] == query.get("payment_intent")]
+                    return self._answer(200, {"object": "list", "url": "/v1/refunds", "has_more": False,
+                                              "data": found[::-1]})
                 return self._answer(404, {"error": {"type": "invalid_request_error", "message": "unknown"}})
 
             do_GET = do_POST = _handle
@@ -138,6 +154,10 @@ class FakeStripe:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+    def forget_idempotency_keys(self) -> None:
+        """What Stripe does 24 hours after a request: a repeated key is a new request again."""
+        self.refunds_by_key.clear()
 
     def calls(self, path: str) -> list[dict]:
         """Recorded requests to ``path`` (exact, or a prefix ending in '/')."""

@@ -127,8 +127,11 @@ def test_a_crashed_refund_is_resumed_with_the_same_key_and_recorded_once(client,
     db.session.commit()
     result = runner.invoke(args=["payments", "resume-refunds"])
     assert result.exit_code == 0 and "已完成 1 笔" in result.output, result.output
-    first, again = fake_stripe.calls("/v1/refunds")
-    assert first["headers"]["Idempotency-Key"] == again["headers"]["Idempotency-Key"] == intent.idempotency_key
+    # Stripe had refunded before the crash: the resume finds that refund by its key and asks no second time.
+    [made] = fake_stripe.calls("/v1/refunds")
+    assert made["headers"]["Idempotency-Key"] == intent.idempotency_key
+    assert made["form"]["metadata[refund_key]"] == intent.idempotency_key
+    assert len(_listings(fake_stripe)) == 1
     db.session.expire_all()
     assert intent.status == "succeeded"
     row = _order(order["id"])
@@ -136,6 +139,52 @@ def test_a_crashed_refund_is_resumed_with_the_same_key_and_recorded_once(client,
     assert _sales(tea) == 13_000
     # Running it again finds nothing to do.
     assert "已完成 0 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+
+
+def _listings(fake_stripe) -> list[dict]:
+    """GET /v1/refunds?payment_intent=… requests (looking for a refund an earlier attempt made)."""
+    return [r for r in fake_stripe.requests if r["method"] == "GET" and r["path"].startswith("/v1/refunds?")]
+
+
+def test_a_refund_asked_again_after_stripe_forgot_its_key_is_not_made_twice(client, make, runner, fake_stripe,
+                                                                            stripe_order):
+    """Stripe keeps an idempotency key for 24 hours. A refund it made but never confirmed, asked
+    again later (from the desk or by resume-refunds), would be a new refund under the same key:
+    the retry finds the first one by the key written into its metadata and finishes with it."""
+    order, tea = stripe_order
+    finance = make.user(Role.FINANCE)
+    fake_stripe.break_refunds = "drop"
+    assert _refund(client, make, order["id"], 5_000, finance).status_code == 502
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert len(fake_stripe.refunds) == 1
+    fake_stripe.break_refunds = None
+    fake_stripe.forget_idempotency_keys()  # a day later
+
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert result.exit_code == 0 and "已完成 1 笔" in result.output, result.output
+    assert len(fake_stripe.refunds) == 1, "the money moved once"
+    [listing] = _listings(fake_stripe)
+    assert "payment_intent=pi_intents" in listing["path"]
+    db.session.expire_all()
+    assert intent.status == "succeeded" and intent.provider_refund_id == fake_stripe.refunds[0]["id"]
+    row = _order(order["id"])
+    assert (row.refunded_fen, row.refund_reserved_fen, len(row.refunds)) == (5_000, 0, 1)
+    assert _sales(tea) == 15_000
+
+
+def test_a_retry_that_finds_no_earlier_refund_makes_it_with_the_same_key(runner, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    with transaction():  # reserved, then the worker died before Stripe was asked
+        services.reserve_refund(services.lock_order(order["id"]), 3_000, "破损", make.user(Role.FINANCE))
+    fake_stripe.fail_with = 503  # Stripe unreachable: cannot even tell whether a refund exists
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert "1 笔仍在支付服务处理中" in result.output and fake_stripe.calls("/v1/refunds") == []
+    fake_stripe.fail_with = None
+    result = runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"])
+    assert "已完成 1 笔" in result.output
+    [made] = fake_stripe.calls("/v1/refunds")
+    [intent] = db.session.scalars(sa.select(RefundIntent)).all()
+    assert made["headers"]["Idempotency-Key"] == intent.idempotency_key and _sales(tea) == 17_000
 
 
 def test_a_crash_before_stripe_was_asked_is_resumed_too(runner, make, fake_stripe, stripe_order):
@@ -390,7 +439,9 @@ def test_finance_sees_a_refund_stripe_did_not_confirm_and_confirms_it_from_the_d
     assert order["number"] in section and "¥60.00" in section and "破损" in section
     assert f'action="/finance/refunds/{intent.id}/retry"' in section and "不会被重复退款" in section
 
+    fake_stripe.fail_with = 503  # Stripe still out of reach
     still = client.post(f"/finance/refunds/{intent.id}/retry", data={"next": "finance"})
+    fake_stripe.fail_with = None
     assert still.status_code == 502
     assert f"订单 {order['number']}：退款已提交，但支付服务尚未确认结果" in still.get_data(as_text=True)
     db.session.expire_all()
@@ -419,15 +470,20 @@ def test_finance_sees_a_refund_stripe_did_not_confirm_and_confirms_it_from_the_d
 def test_a_refund_stripe_refused_is_listed_on_the_finance_desk_as_not_done(client, make, fake_stripe, stripe_order):
     order, tea = stripe_order
     finance = make.user(Role.FINANCE)
-    fake_stripe.break_refunds = 400
-    assert _refund(client, make, order["id"], 5_000, finance).status_code == 502
+    fake_stripe.fail_with, fake_stripe.fail_type = 400, "invalid_request_error"
+    fake_stripe.fail_code = "charge_already_refunded"
+    refused = _refund(client, make, order["id"], 5_000, finance)
+    fake_stripe.fail_with = None
+    assert refused.status_code == 502
+    assert refused.get_json()["error"]["message"] == "支付服务拒绝了该退款，未做任何更改（Stripe：charge_already_refunded）"
     [intent] = db.session.scalars(sa.select(RefundIntent)).all()
     assert intent.status == "failed"
     _sign_in(client, finance)
     desk = client.get("/finance/orders").get_data(as_text=True)
     section = desk[desk.index('id="refunds-in-flight"'):desk.index("待确认的对公转账")]
-    assert "支付服务拒绝的退款" in section and order["number"] in section and "¥50.00" in section
-    assert "支付服务拒绝了该退款" in section and "/retry" not in section
+    assert "未完成的退款" in section and "支付服务拒绝的退款" in section and "等待支付服务确认" not in section
+    assert order["number"] in section and "¥50.00" in section
+    assert "Stripe：charge_already_refunded" in section and "/retry" not in section
     assert _sales(tea) == 20_000
 
 
