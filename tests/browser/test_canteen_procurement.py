@@ -11,20 +11,11 @@ from core.extensions import db
 from core.models import Role
 from core.timeutil import shanghai_today
 from shop.models import Order
-from tests.browser_helpers import sign_in
+from tests.browser_helpers import assert_fits_phone, sign_in_as
 from tests.certification.factories import certified_product
 from tests.traceability.factories import batch
 
 pytestmark = pytest.mark.browser
-
-
-def _as(page, user):
-    page.context.clear_cookies()
-    sign_in(page, user.email)
-
-
-def _fits_phone(page):
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path):
@@ -39,7 +30,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     delivery = (shanghai_today() + timedelta(days=3)).isoformat()
 
     # The buyer orders 12 (¥1,416.00, above the unit's ¥1,000 approval threshold).
-    _as(page, buyer)
+    sign_in_as(page, buyer)
     page.goto(f"/products/{tea.id}")
     page.fill("input[name=quantity]", "12")
     page.get_by_role("button", name="加入购物车").click()
@@ -56,10 +47,10 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     order_id = int(page.url.rsplit("/", 1)[1])
     assert "待内部审批" in page.locator("#approval").inner_text()
     assert "CG-2026-118" in page.content() and delivery in page.content()
-    _fits_phone(page)
+    assert_fits_phone(page)
 
     # The approver finds it in its list and approves it.
-    _as(page, approver)
+    sign_in_as(page, approver)
     page.goto("/orders")
     page.locator("#approvals-link").click()
     page.wait_for_url("**/canteen/approvals")
@@ -72,7 +63,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     assert "李主任" in page.locator("#approval").inner_text()
 
     # Finance confirms the transfer from the finance desk.
-    _as(page, finance)
+    sign_in_as(page, finance)
     page.goto("/finance/orders")
     transfer = page.locator(f'.transfer[data-order-id="{order_id}"]')
     transfer.locator("input[name=amount_yuan]").fill("1416.00")
@@ -82,7 +73,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     assert "已确认到账" in page.locator(".flash").inner_text()
 
     # The cooperative ships its part.
-    _as(page, member)
+    sign_in_as(page, member)
     page.goto(f"/orders/{order_id}")
     page.fill("input[name=carrier]", "顺丰速运")
     page.fill("input[name=tracking_number]", "SF1234567890")
@@ -91,7 +82,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     assert "已标记发货" in page.locator(".flash").inner_text()
 
     # The buyer inspects: 11 arrived, 1 of them damaged; 2 short at ¥118.00.
-    _as(page, buyer)
+    sign_in_as(page, buyer)
     page.goto(f"/orders/{order_id}")
     assert not page.get_by_role("button", name="确认收货").is_visible()  # no one-click receipt for canteens
     form = page.locator("#inspection-form")
@@ -108,7 +99,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     record = page.locator("#inspection-record")
     assert "¥236.00" in record.inner_text()
     assert "待财务处理" in page.locator("#refund-requests").inner_text()
-    _fits_phone(page)
+    assert_fits_phone(page)
 
     # …and rates the cooperative.
     box = page.locator(f'.rating-box[data-rate-cooperative="{tea.cooperative_id}"]')
@@ -122,7 +113,7 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     page.screenshot(path=str(tmp_path / "canteen-inspected.png"), full_page=True)
 
     # Finance refunds the shortfall; the cooperative sees its rating.
-    _as(page, finance)
+    sign_in_as(page, finance)
     page.goto("/finance/orders")
     page.locator("#refund-requests .refund-request").get_by_role("button", name="按申请退款").click()
     page.wait_for_load_state()
@@ -130,9 +121,9 @@ def test_a_canteen_purchase_from_order_to_rating_on_a_phone(page, make, tmp_path
     db.session.expire_all()
     order = db.session.get(Order, order_id)
     assert (order.status, order.refunded_fen, order.total_fen) == ("partially_refunded", 23_600, 141_600)
-    _as(page, member)
+    sign_in_as(page, member)
     page.goto("/cooperative/orders")
     page.locator("#ratings-link").click()
     page.wait_for_load_state()
     assert "茶叶品质好，少了一箱" in page.content() and "产品质量 4.0" in page.content().replace("<strong>", "").replace("</strong>", "")
-    _fits_phone(page)
+    assert_fits_phone(page)

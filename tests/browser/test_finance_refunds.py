@@ -7,7 +7,7 @@ from core.db import transaction
 from core.models import Role
 from core.timeutil import utcnow
 from shop import services
-from tests.browser_helpers import sign_in
+from tests.browser_helpers import assert_fits_phone, sign_in
 from tests.certification.factories import certified_product
 from tests.shop.factories import paid_order
 from tests.traceability.factories import batch
@@ -27,7 +27,7 @@ def test_finance_finishes_a_refund_left_pending_from_the_desk(page, make):
     pending = page.locator("#refunds-in-flight [data-refund-intent]")
     assert pending.count() == 1
     assert order.number in pending.inner_text() and "¥44.00" in pending.inner_text()
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert_fits_phone(page)
     pending.get_by_role("button", name="向支付服务确认结果").click()
     page.wait_for_load_state()
     assert "退款已确认完成" in page.content()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from core.extensions import db
 from core.models import Role, User
 from core.timeutil import SHANGHAI, shanghai_today
-from tests.browser_helpers import sign_in
+from tests.browser_helpers import assert_fits_phone, sign_in
 from tests.certification.factories import prefecture, product
 from tests.shop.factories import paid_order
 from tests.traceability.factories import batch
@@ -61,7 +61,7 @@ def test_a_member_is_told_of_its_approval_and_its_paid_statement(page, make, bro
     assert phone.locator(".account .unread-count").inner_text() == "2"
     phone.click(".account a.inbox")
     phone.wait_for_load_state()
-    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert_fits_phone(phone)
     notices = phone.locator("li.notice.unread")
     assert notices.count() == 2
     newest = notices.first.inner_text()
@@ -109,5 +109,5 @@ def test_a_member_is_told_of_its_approval_and_its_paid_statement(page, make, bro
     yuan = f"¥{3 * tea_price // 100:,}.{3 * tea_price % 100:02d}"
     assert phone.locator("#statement-net").inner_text() == yuan
     assert phone.locator("#pay-statement").count() == 0
-    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    assert_fits_phone(phone)
     member_context.close()

@@ -8,21 +8,12 @@ import pytest
 
 from core.models import Role
 from core.timeutil import SHANGHAI, shanghai_today
-from tests.browser_helpers import sign_in
+from tests.browser_helpers import assert_fits_phone, sign_in_as
 from tests.certification.factories import certified_product
 from tests.shop.factories import paid_order
 from tests.traceability.factories import batch
 
 pytestmark = pytest.mark.browser
-
-
-def _as(page, user):
-    page.context.clear_cookies()
-    sign_in(page, user.email)
-
-
-def _fits_phone(page):
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
 def _last_month_day(day: int) -> datetime:
@@ -38,7 +29,7 @@ def test_finance_issues_and_pays_a_statement_and_the_cooperative_sees_it_paid(pa
     member = make.user(Role.COOPERATIVE, cooperative=tea.cooperative)
     page.on("dialog", lambda dialog: dialog.accept())
 
-    _as(page, finance)
+    sign_in_as(page, finance)
     page.goto("/finance/orders")
     page.get_by_role("link", name=re.compile("合作社结算单")).click()
     page.wait_for_url("**/settlements")
@@ -47,7 +38,7 @@ def test_finance_issues_and_pays_a_statement_and_the_cooperative_sees_it_paid(pa
     assert "已出具 1 份" in page.content()
     card = page.locator(".order-row[data-statement-id]")
     assert tea.cooperative.name in card.inner_text() and "¥385.50" in card.inner_text()
-    _fits_phone(page)
+    assert_fits_phone(page)
     card.click()
     page.wait_for_url(re.compile(r".*/settlements/\d+$"))
     page.fill("#bank_reference", "HXB-2026-0001")
@@ -55,9 +46,9 @@ def test_finance_issues_and_pays_a_statement_and_the_cooperative_sees_it_paid(pa
     page.wait_for_load_state()
     assert "已登记付款" in page.content()
     assert page.locator("#statement-status").inner_text() == "已付款"
-    _fits_phone(page)
+    assert_fits_phone(page)
 
-    _as(page, member)
+    sign_in_as(page, member)
     page.goto("/")
     page.get_by_role("link", name="结算单").first.click()
     page.wait_for_url("**/settlements")
@@ -70,4 +61,4 @@ def test_finance_issues_and_pays_a_statement_and_the_cooperative_sees_it_paid(pa
     assert page.locator("#statement-reference").inner_text() == "HXB-2026-0001"
     assert page.locator("#statement-net").inner_text() == "¥385.50"
     assert page.locator("#pay-statement").count() == 0
-    _fits_phone(page)
+    assert_fits_phone(page)

@@ -20,21 +20,8 @@ from shop.sales import village_sales_fen
 from tests.certification.factories import certified_product
 from tests.concurrency import skip_unless_postgres
 from tests.shop.factories import paid_order
-from tests.shop.helpers import FakeStripe, completed_event, deliver, place
+from tests.shop.helpers import completed_event, deliver, place
 from tests.traceability.factories import batch
-
-
-@pytest.fixture
-def fake_stripe(app):
-    """Real Stripe mode, with the client aimed at a loopback server."""
-    with FakeStripe() as fake:
-        app.config.update(STRIPE_SECRET_KEY="sk_test_loopback", STRIPE_API_BASE=fake.url)
-        try:
-            yield fake
-        finally:
-            if fake.hold_refunds is not None:
-                fake.hold_refunds.set()
-            app.config.update(STRIPE_SECRET_KEY="", STRIPE_API_BASE="")
 
 
 @pytest.fixture

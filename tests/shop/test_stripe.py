@@ -5,19 +5,8 @@ import pytest
 
 from core.models import Role
 from tests.certification.factories import certified_product
-from tests.shop.helpers import FakeStripe, completed_event, deliver, order_body, place
+from tests.shop.helpers import completed_event, deliver, order_body, place
 from tests.traceability.factories import batch
-
-
-@pytest.fixture
-def fake_stripe(app):
-    """Real Stripe mode, with the client aimed at a loopback server."""
-    with FakeStripe() as fake:
-        app.config.update(STRIPE_SECRET_KEY="sk_test_loopback", STRIPE_API_BASE=fake.url)
-        try:
-            yield fake
-        finally:
-            app.config.update(STRIPE_SECRET_KEY="", STRIPE_API_BASE="", STRIPE_WALLET_METHODS=None)
 
 
 def test_checkout_session_request_carries_the_order(client, make, fake_stripe):
