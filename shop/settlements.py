@@ -67,7 +67,7 @@ from core.timeutil import (isoformat, shanghai_month_bounds, shanghai_today, sha
 from shop import stock
 from shop.models import (STATEMENT_STATUS_LABELS, Order, OrderAllocation, OrderLine, Refund, RefundAllocation,
                          SettlementLine, SettlementStatement)
-from shop.reports.exports import yuan_decimal
+from shop.reports.exports import cell_values, yuan_decimal
 from shop.sales import NET_SALES_FEN
 
 #: Who sees every statement; a cooperative member sees its own cooperative's only.
@@ -458,18 +458,18 @@ def statement_file(statement: SettlementStatement, extension: str) -> tuple[byte
         sheet.title = "结算单"
         money = ("销售额（元）", "退款（元）", "应结算金额（元）")
         for label, value in _summary(statement):
-            sheet.append([label, value])
+            sheet.append(cell_values([label, value]))
             if label in money:
                 sheet.cell(row=sheet.max_row, column=2).number_format = "¥#,##0.00"
         sheet.column_dimensions["A"].width = 20
         sheet.column_dimensions["B"].width = 70
         details = book.create_sheet("明细")
-        details.append([header for header, _ in LINE_COLUMNS])
+        details.append(cell_values([header for header, _ in LINE_COLUMNS]))
         for cell in details[1]:
             cell.font = Font(bold=True)
             cell.alignment = Alignment(horizontal="center")
         for line in statement.lines:
-            details.append([value(line) for _, value in LINE_COLUMNS])
+            details.append(cell_values([value(line) for _, value in LINE_COLUMNS]))
             details.cell(row=details.max_row, column=6).number_format = "¥#,##0.00"
         for index, width in enumerate((8, 20, 24, 30, 8, 14, 20), start=1):
             details.column_dimensions[get_column_letter(index)].width = width

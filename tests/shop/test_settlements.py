@@ -235,6 +235,15 @@ def test_csv_and_xlsx_carry_the_summary_and_every_line(client, make, world):
     details = list(book["明细"].iter_rows(values_only=True))
     assert details[0][0] == "类型" and [(r[0], float(r[5])) for r in details[1:]] == [("销售", 384.0),
                                                                                     ("退款", -10.5)]
+    # Text XLSX cannot hold (a control character a product name may carry) is dropped, not a 500.
+    w.tea_batch.product.name = "古丈\x0c毛尖"
+    db.session.commit()
+    paid_order(w.buyer, [(w.tea_batch, 1)], paid_at=at(1, 5))
+    [later] = _issue(client, make, w.finance, period(1)).get_json()["items"]
+    response = client.get(f"/api/v1/settlements/{later['id']}/statement.xlsx", headers=headers)
+    assert response.status_code == 200
+    details = list(load_workbook(io.BytesIO(response.data))["明细"].iter_rows(values_only=True))
+    assert details[1][2] == "古丈毛尖"
     # The page download gives the same file.
     with client.session_transaction() as session:
         session.update(user_id=w.member_a.id, gen=w.member_a.token_generation, sid="test-sid-a")
