@@ -32,7 +32,7 @@ def build_message(notice: Outgoing, user: Recipient) -> EmailMessage:
     """The e-mail for one delivery of a notice: subject = title, text = body, link, footer."""
     message = EmailMessage()
     message["Subject"] = f"【湘西香伴】{notice.title}"
-    message["From"] = current_app.config.get("MAIL_FROM") or "noreply@localhost"
+    message["From"] = current_app.config["MAIL_FROM"]
     message["To"] = formataddr((user.display_name or "", user.email))
     domain = message["From"].rsplit("@", 1)[-1].strip("> ") or "localhost"
     # The same for every try of one delivery, so a copy sent again after a crash is known as such.
@@ -70,7 +70,7 @@ class EmailChannel(Channel):
         config = current_app.config
         message = build_message(notification, user)
         try:
-            smtp = smtplib.SMTP(config["SMTP_HOST"], int(config.get("SMTP_PORT") or 25),
+            smtp = smtplib.SMTP(config["SMTP_HOST"], int(config["SMTP_PORT"]),
                                 timeout=float(config.get("SMTP_TIMEOUT") or 15))
             try:
                 if config.get("SMTP_STARTTLS"):

@@ -49,6 +49,7 @@ import sqlalchemy as sa
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
+from core.db import transaction
 from core.extensions import db
 from core.models import Role, User
 from core.timeutil import UTCDateTime, utcnow
@@ -154,11 +155,6 @@ def register_channel(channel: Channel) -> None:
     _CHANNELS[channel.name] = channel
 
 
-def channels() -> dict[str, Channel]:
-    """The registered channels by name."""
-    return dict(_CHANNELS)
-
-
 # ---------------------------------------------------------------- writing (inside the caller's transaction)
 
 def notify(recipients: User | Iterable[User], kind: str, title: str, body: str, link: str | None = None, *,
@@ -260,8 +256,6 @@ def mark_read(user: User, notification_id: int) -> Notification:
 
     :raise NotFound: not ``user``'s.
     """
-    from core.db import transaction
-
     with transaction():
         notice = get_own(user, notification_id)
         if notice.read_at is None:
@@ -271,8 +265,6 @@ def mark_read(user: User, notification_id: int) -> Notification:
 
 def mark_all_read(user: User) -> int:
     """Mark every unread notice of ``user`` read; return how many were."""
-    from core.db import transaction
-
     with transaction():
         result = db.session.execute(
             sa.update(Notification)
@@ -342,7 +334,7 @@ def claim_deliveries(channel: str, *, limit: int = 50, now: datetime | None = No
     if db.session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     claimed = []
-    try:
+    with transaction():
         for delivery_id, attempts in list(db.session.execute(query)):
             result = db.session.execute(
                 sa.update(NotificationDelivery)
@@ -352,10 +344,6 @@ def claim_deliveries(channel: str, *, limit: int = 50, now: datetime | None = No
                 .execution_options(synchronize_session=False))
             if result.rowcount == 1:
                 claimed.append(Claim(delivery_id, attempts + 1))
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     return claimed
 
 
@@ -371,14 +359,10 @@ def renew_claim(claim: Claim, now: datetime) -> bool:
     A batch may take longer than the lease (each SMTP step may wait its timeout); a row whose
     lease ran out meanwhile may have been claimed by another worker, which then sends it: skip it.
     """
-    try:
+    with transaction():
         result = db.session.execute(sa.update(NotificationDelivery).where(_ours(claim))
                                     .values(next_attempt_at=now + CLAIM_LEASE)
                                     .execution_options(synchronize_session=False))
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     return result.rowcount == 1
 
 
@@ -390,15 +374,11 @@ def _record(claim: Claim, *, status: str, now: datetime, error: str | None = Non
         values["sent_at"] = now
     if next_attempt_at is not None:
         values["next_attempt_at"] = next_attempt_at
-    try:
+    with transaction():
         result = db.session.execute(sa.update(NotificationDelivery).where(_ours(claim))
                                     .values(**values).execution_options(synchronize_session=False))
         if result.rowcount == 1 and status in (SENT, FAILED):
             _scrub_if_done(claim.id)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     return result.rowcount == 1
 
 
@@ -514,13 +494,9 @@ def deliver_claimed(channel: Channel, claim: Claim, report: SendReport, now: dat
 def send_pending(*, limit: int = 50, now: datetime | None = None) -> SendReport:
     """One pass of the worker: deliver every due delivery of every configured channel."""
     report = SendReport()
-    try:
+    with transaction():
         # First, even with no channel configured: links that expired while waiting leave the table.
         report.scrubbed = scrub_sensitive(now)
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     for channel in _CHANNELS.values():
         if not channel.configured():
             if db.session.scalar(sa.select(sa.func.count(NotificationDelivery.id))
@@ -576,15 +552,11 @@ def run_reminders() -> dict[str, int]:
     for name, producer in _REMINDERS:
         for attempt in (1, 2):
             try:
-                counts[name] = producer()
-                db.session.commit()
+                with transaction():
+                    counts[name] = producer()
             except IntegrityError:
-                db.session.rollback()
                 if attempt == 2:
                     raise
                 continue
-            except BaseException:
-                db.session.rollback()
-                raise
             break
     return counts

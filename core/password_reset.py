@@ -22,6 +22,7 @@ from flask import current_app
 
 from core.audit import record_event
 from core.auth import revoke_all_sessions
+from core.db import transaction
 from core.errors import ValidationFailed
 from core.extensions import db
 from core.models import User
@@ -29,6 +30,7 @@ from core.notifications import notify, scrub_sensitive
 from core.passwords import password_problems
 from core.ratelimit import counter
 from core.timeutil import UTCDateTime, utcnow
+from core.users import find_by_email
 
 #: Said for every request, whether or not the e-mail has an account.
 REQUEST_MESSAGE = "如果该邮箱已注册，我们已向它发送重设密码的链接，请在有效期内使用。没有收到请检查垃圾邮件或稍后再试。"
@@ -65,9 +67,7 @@ def reset_minutes() -> int:
 
 
 def _find_active(email) -> User | None:
-    if not isinstance(email, str) or not email.strip():
-        return None
-    user = db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.strip().lower()))
+    user = find_by_email(email)
     return user if user is not None and user.is_active else None
 
 
@@ -92,7 +92,7 @@ def request_reset(email) -> None:
     if counter().hit(f"pwreset:user:{user.id}", 3600) > MAX_MAILS_PER_ACCOUNT_HOUR:
         return
     minutes = reset_minutes()
-    try:
+    with transaction():
         token, ends = _issue(user, timedelta(minutes=minutes))
         notify(user, "password_reset", "重设密码", f"有人（希望是您本人）申请重设湘西香伴平台账号 {user.email} 的密码。"
                f"请在 {minutes} 分钟内打开下面的链接设置新密码，链接只能使用一次。\n"
@@ -100,10 +100,6 @@ def request_reset(email) -> None:
                f"/password/reset/{token}", in_app=False, sensitive=True, only_channels=("email",), expires_at=ends)
         record_event(subject_type="user", subject_id=user.id, action="password_reset_requested",
                      data={"expires_minutes": minutes})
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
 
 
 def send_set_password_link(user: User, actor: User | None) -> None:
@@ -151,7 +147,7 @@ def reset_password(token, new_password) -> User:
         raise ValidationFailed(INVALID_TOKEN, code="invalid_reset_token", fields={"token": [INVALID_TOKEN]})
     digest = token_hash(token)
     now = utcnow()
-    try:
+    with transaction():
         row = db.session.scalar(sa.select(PasswordResetToken).where(PasswordResetToken.token_hash == digest))
         user = db.session.get(User, row.user_id) if row is not None else None
         if row is None or row.used_at is not None or row.expires_at <= now or user is None or not user.is_active:
@@ -171,8 +167,4 @@ def reset_password(token, new_password) -> User:
         revoke_all_sessions(user)  # closes the account's other links too (``close_open_links``)
         record_event(subject_type="user", subject_id=user.id, action="password_reset", actor=user,
                      data={"token_id": row.id})
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        raise
     return user

@@ -24,14 +24,15 @@ from core.timeutil import shanghai_today
 ACCOUNT_MANAGERS = (Role.ADMIN, Role.COUNTY_REVIEWER)
 
 
-def _find_by_email(email) -> User | None:
+def find_by_email(email) -> User | None:
+    """The account with this e-mail address, ignoring case and surrounding spaces (None if none)."""
     if not isinstance(email, str):
         return None
     return db.session.scalar(sa.select(User).where(sa.func.lower(User.email) == email.strip().lower()))
 
 
 def _email_taken(email: str) -> bool:
-    return _find_by_email(email) is not None
+    return find_by_email(email) is not None
 
 
 def _burn_password_check(password) -> None:
@@ -67,7 +68,7 @@ def register_consumer(data: dict) -> Registration:
     :raise ValidationError: invalid input or a password the rule refuses (422).
     """
     fields = RegisterSchema().load(data)
-    existing = _find_by_email(fields["email"])
+    existing = find_by_email(fields["email"])
     if existing is not None:
         _burn_password_check(fields["password"])  # as long as creating one would take
         return _registration_of_taken_email(existing, fields)
@@ -83,7 +84,7 @@ def register_consumer(data: dict) -> Registration:
         # The same e-mail registered at the same moment won the unique key: answered exactly as
         # a taken e-mail is, so a race reveals no more than a second try would.
         db.session.rollback()
-        existing = _find_by_email(fields["email"])
+        existing = find_by_email(fields["email"])
         if existing is None:
             raise
         return _registration_of_taken_email(existing, fields)
@@ -203,7 +204,7 @@ def authenticate(email, password) -> User:
 
     :raise Unauthorized: unknown email, wrong password or a disabled account (one message for all).
     """
-    user = _find_by_email(email)
+    user = find_by_email(email)
     if user is None:
         _burn_password_check(password)
     elif isinstance(password, str) and user.check_password(password) and user.is_active:
@@ -218,7 +219,7 @@ def sign_in(email, password) -> User:
     :raise RateLimited: too many recent failures for this attempt's counters (429).
     :raise Unauthorized: bad credentials (401), counted.
     """
-    limits = SignInLimits(email, known_device_id(_find_by_email(email)))
+    limits = SignInLimits(email, known_device_id(find_by_email(email)))
     limits.check()
     try:
         return authenticate(email, password)

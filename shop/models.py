@@ -317,6 +317,7 @@ class RefundIntent(db.Model):
     refund_id = db.Column(db.Integer, db.ForeignKey("refunds.id", ondelete="SET NULL"), nullable=True)
     provider_refund_id = db.Column(db.String(255), nullable=True)
     failure = db.Column(db.String(500), nullable=True)
+    #: Times Stripe was asked and answered or left it unknown (shown on the finance desk).
     attempts = db.Column(db.Integer, nullable=False, default=0)
     created_at = db.Column(UTCDateTime, nullable=False, default=utcnow)
     finished_at = db.Column(UTCDateTime, nullable=True)

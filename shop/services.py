@@ -664,7 +664,7 @@ def notify_order_waiting(order: Order, buyer: User) -> None:
         return
     if order.approval_status == "pending":
         approvers = [user for user in active_users(Role.CANTEEN_BUYER, budget_unit_id=order.budget_unit_id)
-                     if user.is_approver and user.id != buyer.id]
+                     if is_unit_approver(user, order) and user.id != buyer.id]
         notify(approvers, "approval_waiting", f"订单待内部审批：{order.number}",
                f"{buyer.display_name or buyer.email}提交的订单 {order.number} 金额 {format_yuan(order.total_fen)}，"
                "超过本单位审批限额，需要您审批。", "/canteen/approvals")
@@ -1048,13 +1048,14 @@ def carry_out_refund(intent_id: int, *, asked_before: bool = False) -> Order:
 
 
 def _note_unconfirmed_refund(intent_id: int, message: str) -> None:
-    """Audit an attempt whose outcome Stripe did not tell; the intent stays pending, untouched."""
+    """Count and audit an attempt whose outcome Stripe did not tell; the intent stays pending."""
     with transaction():
         order, intent = _lock_intent(intent_id)
         if intent.status != "pending":
             return
+        intent.attempts += 1
         record_event(subject_type="order", subject_id=order.id, action="refund_unconfirmed",
-                     actor=db.session.get(User, intent.actor_id) if intent.actor_id else None,
+                     actor=intent.actor,
                      from_state=order.status, to_state=order.status, comment=message,
                      data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen,
                            "idempotency_key": intent.idempotency_key})
@@ -1077,7 +1078,7 @@ def _finish_refund(intent_id: int, provider_refund_id: str | None) -> Order:
             return order
         order.refund_reserved_fen -= intent.amount_fen
         line_amounts = {int(k): v for k, v in json.loads(intent.line_amounts).items()} if intent.line_amounts else None
-        actor = db.session.get(User, intent.actor_id) if intent.actor_id else None
+        actor = intent.actor
         refund = _record_refund(order, intent.amount_fen, intent.reason, actor,
                                 _refund_parts(order, intent.amount_fen, line_amounts),
                                 provider_refund_id=provider_refund_id, extra={"refund_intent_id": intent.id})
@@ -1113,7 +1114,7 @@ def _fail_refund(intent_id: int, failure: str) -> None:
                 # The decision did not happen: the request waits for finance again.
                 request.decided_by_id = request.decided_at = request.decision_comment = None
         record_event(subject_type="order", subject_id=order.id, action="refund_failed",
-                     actor=db.session.get(User, intent.actor_id) if intent.actor_id else None,
+                     actor=intent.actor,
                      from_state=order.status, to_state=order.status, comment=failure,
                      data={"refund_intent_id": intent.id, "amount_fen": intent.amount_fen})
 

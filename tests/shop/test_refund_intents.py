@@ -423,7 +423,7 @@ def test_finance_sees_a_refund_stripe_did_not_confirm_and_confirms_it_from_the_d
     _sign_in(client, finance)
     desk = client.get("/finance/orders").get_data(as_text=True)
     section = desk[desk.index('id="refunds-in-flight"'):desk.index("待确认的对公转账")]
-    assert order["number"] in section and "¥60.00" in section and "破损" in section
+    assert order["number"] in section and "¥60.00" in section and "破损" in section and "已询问支付服务 1 次" in section
     assert f'action="/finance/refunds/{intent.id}/retry"' in section and "不会被重复退款" in section
 
     fake_stripe.fail_with = 503  # Stripe still out of reach
@@ -432,13 +432,13 @@ def test_finance_sees_a_refund_stripe_did_not_confirm_and_confirms_it_from_the_d
     assert still.status_code == 502
     assert f"订单 {order['number']}：退款已提交，但支付服务尚未确认结果" in still.get_data(as_text=True)
     db.session.expire_all()
-    assert intent.status == "pending" and _order(order["id"]).refund_reserved_fen == 6_000
+    assert intent.status == "pending" and intent.attempts == 2 and _order(order["id"]).refund_reserved_fen == 6_000
 
     fake_stripe.break_refunds = None
     done = client.post(f"/finance/refunds/{intent.id}/retry", data={"next": "finance"})
     assert done.status_code == 302 and done.headers["Location"].endswith("/finance/orders")
     db.session.expire_all()
-    assert intent.status == "succeeded"
+    assert intent.status == "succeeded" and intent.attempts == 3
     assert {c["headers"]["Idempotency-Key"] for c in fake_stripe.calls("/v1/refunds")} == {intent.idempotency_key}
     assert len(fake_stripe.refunds_by_key) == 1
     row = _order(order["id"])

@@ -245,6 +245,9 @@ def test_a_placed_order_is_what_loading_its_rows_gives_and_leaves_nothing_to_flu
     order, created = services.place_order(make.user(), _data((tea, 4), (honey, 1)))
     assert created
     assert not db.session.new and not db.session.dirty
+    # Its audit event was written with Core and is still sealed into the chain after the commit.
+    [placed_event] = history_of("order", order.id)
+    assert placed_event.action == "placed" and placed_event.sealed and verify_chain().ok
 
     statements = []
 
