@@ -76,16 +76,12 @@ def account_index():
                            else [], filters=request.args)
 
 
-def _sends_password_link() -> bool:
-    """The form's "send a link to set the password" box."""
-    return request.form.get("send_password_link") == "1"
-
-
 def _create_form_data() -> dict:
     """The new-account form as ``create_user`` input (scopes only when chosen)."""
     form = request.form
     data = {name: form.get(name, "").strip() for name in ("email", "display_name", "password", "role")}
     data["password"] = form.get("password", "")
+    data["send_password_link"] = form.get("send_password_link") == "1"  # "send a link to set the password"
     data["county"] = form.get("county") or None
     for name in ("cooperative_id", "budget_unit_id"):
         raw = form.get(name, "")
@@ -103,8 +99,9 @@ def account_new():
     actor = current_user()
     errors: dict = {}
     if request.method == "POST":
+        data = _create_form_data()
         try:
-            user = users.create_user(_create_form_data(), actor=actor, send_password_link=_sends_password_link())
+            user = users.create_user(data, actor=actor)
         except ValidationError as exc:
             errors = _errors_of(exc)
         except AppError as exc:
@@ -113,7 +110,7 @@ def account_new():
             errors = _errors_of(exc)
         else:
             flash(f"已开设账号：{user.email}（{user.role_enum.label}）"
-                  + ("，设置密码的链接将发送到该邮箱" if _sends_password_link() else ""))
+                  + ("，设置密码的链接将发送到该邮箱" if data["send_password_link"] else ""))
             return redirect(url_for("accounts.account_detail", user_id=user.id))
     budget_units = list(db.session.scalars(sa.select(BudgetUnit).order_by(BudgetUnit.name))) \
         if actor.has_role(Role.ADMIN) else []

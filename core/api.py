@@ -158,11 +158,7 @@ def create_user():
     ``"send_password_link": true`` e-mails the account a one-time link to choose its password;
     ``password`` may then be left out.
     """
-    data = json_body()
-    send_link = data.pop("send_password_link", False)
-    if not isinstance(send_link, bool):
-        raise ValidationFailed(fields={"send_password_link": ["须为 true 或 false"]})
-    user = users.create_user(data, actor=current_user(), send_password_link=send_link)
+    user = users.create_user(json_body(), actor=current_user())
     return jsonify(AccountSchema().dump(user)), 201
 
 

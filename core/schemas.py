@@ -2,7 +2,7 @@
 import re
 from decimal import Decimal
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, pre_load, validates, validates_schema
 
 from core.identifiers import ID_MAX, is_valid_credit_code
 from core.passwords import password_problems
@@ -161,13 +161,29 @@ class CooperativeSchema(Schema):
 
 
 class UserCreateSchema(RegisterSchema):
-    """Admin/CLI creation of any role, with its scope."""
+    """Admin/CLI creation of any role, with its scope. ``send_password_link``: e-mail the account a
+    one-time link to choose its own password; ``password`` may then be left out."""
 
+    password = fields.String(load_only=True)  # required unless a link is sent (below)
+    send_password_link = StrictBoolean(load_default=False, load_only=True,
+                                       error_messages={"invalid": "须为 true 或 false"})
     role = fields.String(required=True, validate=validate.OneOf(ROLE_VALUES, error="未知的角色"))
     county = fields.String(allow_none=True, validate=validate.OneOf(COUNTIES, error="未知的县市"))
     cooperative_id = fields.Integer(allow_none=True, validate=ROW_ID)
     budget_unit_id = fields.Integer(allow_none=True, validate=ROW_ID)
     is_approver = StrictBoolean(load_default=False, error_messages={"invalid": "须为 true 或 false"})
+
+    @pre_load
+    def blank_password_with_a_link(self, data, **kwargs):
+        """With a link the owner chooses the password: an empty one (a form's blank box) was not given."""
+        if isinstance(data, dict) and data.get("send_password_link") is True and not data.get("password"):
+            data = {key: value for key, value in data.items() if key != "password"}
+        return data
+
+    @validates_schema(skip_on_field_errors=False)
+    def password_unless_link(self, data, **kwargs):
+        if "password" not in data and not data.get("send_password_link"):
+            raise ValidationError("必填", field_name="password")
 
 
 class LabelledChoice(fields.String):

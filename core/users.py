@@ -152,21 +152,18 @@ def _ensure_may_create(actor: User | None, role: Role, cooperative_id) -> None:
     raise Forbidden("县级审核员只能开设合作社账号" if actor.has_role(Role.COUNTY_REVIEWER) else "无权开设账号")
 
 
-def create_user(data: dict, actor: User | None = None, *, send_password_link: bool = False) -> User:
+def create_user(data: dict, actor: User | None = None) -> User:
     """Create an account with any role and the scope that role needs (audited).
 
     County reviewers need a county, cooperative members a cooperative, canteen buyers a
     budget unit; a scope that does not belong to the role is refused rather than ignored.
-    ``actor`` None is the command line. ``send_password_link``: e-mail the new account a
-    one-time link to choose its own password, in the same transaction (``core.password_reset``);
-    ``password`` may then be left out.
+    ``actor`` None is the command line. ``send_password_link`` (``UserCreateSchema``): e-mail the
+    new account a one-time link to choose its own password, in the same transaction
+    (``core.password_reset``); ``password`` may then be left out.
 
     :raise Forbidden: ``actor`` may not create this account (``_ensure_may_create``).
     :raise ValidationFailed: invalid input, missing or foreign scope, or a taken email.
     """
-    if send_password_link and isinstance(data, dict) and not data.get("password"):
-        # Nobody ever learns this one: the account's owner chooses a password through the link.
-        data = {**data, "password": secrets.token_urlsafe(24)}
     fields = UserCreateSchema().load(data)
     role = Role(fields["role"])
     _ensure_may_create(actor, role, fields.get("cooperative_id"))
@@ -184,7 +181,8 @@ def create_user(data: dict, actor: User | None = None, *, send_password_link: bo
         budget_unit_id=fields.get("budget_unit_id"),
         is_approver=fields.get("is_approver", False),
     )
-    user.set_password(fields["password"])
+    # Without one given, a secret nobody learns: the owner chooses a password through the link.
+    user.set_password(fields.get("password") or secrets.token_urlsafe(24))
     with unique_or_conflict("该邮箱已注册", "duplicate_email"):  # a simultaneous creation of the same e-mail
         db.session.add(user)
         db.session.flush()
@@ -192,7 +190,7 @@ def create_user(data: dict, actor: User | None = None, *, send_password_link: bo
                      data={"role": user.role, "county": user.county, "cooperative_id": user.cooperative_id,
                            "budget_unit_id": user.budget_unit_id, "email": user.email,
                            "is_approver": user.is_approver})
-        if send_password_link:
+        if fields["send_password_link"]:
             from core.password_reset import send_set_password_link
 
             send_set_password_link(user, actor)

@@ -166,6 +166,9 @@ def test_bodies_and_files_are_described(document):
         == {"image/png"}
     listed = _operation(document, "GET", "/api/v1/products")["responses"]["200"]["content"]["application/json"]
     assert set(listed["schema"]["properties"]) == {"items", "total", "page", "per_page"}
+    # An account opened with a link to choose its password needs none: the document says so.
+    account = _body(document, "POST", "/api/v1/users")
+    assert "send_password_link" in account["properties"] and "password" not in account["required"]
 
 
 def test_the_stripe_webhook_takes_an_event_with_its_signature_header(document):

@@ -315,12 +315,17 @@ def test_a_link_the_server_keeps_refusing_is_erased_once_it_expires(app, make, c
     assert erased.link is None and [d.status for d in erased.deliveries] == ["failed"]
 
 
-def test_the_users_service_makes_up_the_unused_password_when_a_link_is_sent(make, smtp_server):
+def test_the_users_service_takes_a_link_instead_of_a_password_and_a_password_without_one(make, smtp_server):
+    from marshmallow import ValidationError
+
     from core import users
 
-    created = users.create_user({"email": "cli.new@test.cn", "display_name": "新账号", "role": "finance"},
-                                send_password_link=True)
+    created = users.create_user({"email": "cli.new@test.cn", "display_name": "新账号", "role": "finance",
+                                 "send_password_link": True})
     db.session.commit()
-    assert created.password_hash and not created.check_password("")
+    assert created.password_hash  # a secret nobody knows, until the owner uses the link
     send_pending()
     assert len(smtp_server.to("cli.new@test.cn")) == 1
+    with pytest.raises(ValidationError) as refused:
+        users.create_user({"email": "no.link@test.cn", "display_name": "无链接", "role": "finance"})
+    assert refused.value.messages == {"password": ["必填"]}
