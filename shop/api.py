@@ -10,6 +10,7 @@ from core.timeutil import isoformat
 from core.models import Role
 from core.openapi import api_doc, api_tag
 from shop import approval, documents, inspection, ratings, services, settlements
+from shop.models import DOCUMENT_KINDS
 from shop.schemas import (CooperativeRatingOutSchema, CooperativeRatingSchema, DecisionSchema, InspectionSchema,
                           OrderCreateSchema, OrderOutSchema, OrderQuerySchema, ProductReviewSchema, RefundCreateSchema,
                           RefundDecisionSchema, RefundRequestOutSchema, RefundRequestQuerySchema, ReviewOutSchema,
@@ -41,7 +42,7 @@ REVIEWS = {"type": "object", "properties": {
     "product_id": {"type": "integer"}, "count": {"type": "integer"}, "average": AVERAGE,
     "items": {"type": "array", "items": ReviewOutSchema}}}
 DOCUMENTS = {"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {
-    "kind": {"type": "string", "enum": ["purchase_order", "delivery_note", "payment_receipt"]},
+    "kind": {"type": "string", "enum": list(DOCUMENT_KINDS)},
     "scope": {"type": "integer"}, "label": {"type": "string"}, "issued": {"type": "boolean"},
     "sha256": {"type": ["string", "null"]}, "url": {"type": "string"}}}}}}
 

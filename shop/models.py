@@ -525,6 +525,8 @@ STATEMENT_STATUSES = ("issued", "paid")
 STATEMENT_STATUS_LABELS = {"issued": "已出具，待付款", "paid": "已付款"}
 STATEMENT_LINE_KINDS = ("sale", "refund")
 STATEMENT_LINE_LABELS = {"sale": "销售", "refund": "退款"}
+#: A statement's period: an Asia/Shanghai calendar month, written YYYY-MM.
+STATEMENT_PERIOD_PATTERN = r"^(\d{4})-(\d{2})$"
 
 
 class SettlementStatement(db.Model):

@@ -6,7 +6,8 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 from core.schemas import ROW_ID
 from core.timeutil import isoformat, shanghai_today
 from shop.models import (APPROVAL_LABELS, APPROVAL_STATUSES, CHANNEL_LABELS, FULFILMENT_LABELS, PAYMENT_METHODS,
-                         REFUND_REQUEST_LABELS, REFUND_REQUEST_STATUSES)
+                         REFUND_REQUEST_LABELS, REFUND_REQUEST_STATUSES, STATEMENT_LINE_KINDS, STATEMENT_PERIOD_PATTERN,
+                         STATEMENT_STATUSES)
 from shop.settings import bank_transfer_account
 from shop.states import OrderStatus
 
@@ -165,11 +166,14 @@ class RefundDecisionSchema(_Strict):
             raise ValidationError({"comment": ["不予退款时请填写原因"]})
 
 
+#: A settlement period, YYYY-MM (``settlements.parse_period`` then checks the month's range).
+PERIOD = validate.Regexp(STATEMENT_PERIOD_PATTERN, error="须为“年-月”，如 2026-11")
+
+
 class SettlementIssueSchema(_Strict):
     """Finance issues a period's statements: every cooperative with something to settle, or one."""
 
-    period = fields.String(required=True, error_messages=REQUIRED,
-                           validate=validate.Regexp(r"^\d{4}-\d{2}$", error="须为“年-月”，如 2026-11"))
+    period = fields.String(required=True, error_messages=REQUIRED, validate=PERIOD)
     cooperative_id = fields.Integer(load_default=None, allow_none=True, strict=True, error_messages=INTEGER,
                                     validate=ROW_ID)
 
@@ -188,9 +192,9 @@ class SettlementPaySchema(_Strict):
 
 
 class SettlementQuerySchema(_Lenient):
-    period = fields.String(validate=validate.Regexp(r"^\d{4}-\d{2}$", error="须为“年-月”，如 2026-11"))
+    period = fields.String(validate=PERIOD)
     cooperative_id = fields.Integer(validate=ROW_ID, error_messages={"invalid": "必须是整数"})
-    status = fields.String(validate=validate.OneOf(("issued", "paid"), error="须为 issued 或 paid"))
+    status = fields.String(validate=validate.OneOf(STATEMENT_STATUSES, error="须为 issued 或 paid"))
 
 
 class RefundRequestQuerySchema(_Lenient):
@@ -313,7 +317,7 @@ class ReviewOutSchema(Schema):
 class SettlementLineOutSchema(Schema):
     """One frozen movement of a statement: a sale (+) or a refund (−)."""
 
-    kind = fields.String(metadata={"enum": ["sale", "refund"]})
+    kind = fields.String(metadata={"enum": list(STATEMENT_LINE_KINDS)})
     order_number = fields.String()
     product_id = fields.Integer()
     product_name = fields.String()
@@ -332,7 +336,7 @@ class SettlementStatementOutSchema(Schema):
     cooperative_id = fields.Integer()
     cooperative = fields.String()
     period = fields.String(metadata={"description": "结算期（北京时间的自然月），YYYY-MM"})
-    status = fields.String(metadata={"enum": ["issued", "paid"]})
+    status = fields.String(metadata={"enum": list(STATEMENT_STATUSES)})
     status_label = fields.String()
     gross_fen = fields.Integer()
     refunds_fen = fields.Integer()

@@ -335,7 +335,9 @@ def _reserve(buyer, data, wanted, products, prices, canteen, idempotency_key, fi
         connection = db.session.connection()
         order, lines, fulfilments = _create_order_rows(connection, buyer, data, wanted, products, prices,
                                                        utcnow(), canteen, idempotency_key, fingerprint, approval)
-        notify_order_waiting(order, buyer)  # before the batch locks: they are held until the commit
+        # Bank-transfer orders only. Before the batch row locks (PostgreSQL holds them until the
+        # commit); on SQLite the write lock taken above is held from here on anyway.
+        notify_order_waiting(order, buyer)
         candidates = stock.lock_candidate_batches(wanted, today)
         takes, short = stock.plan_allocation(wanted, candidates)
         if short:

@@ -49,6 +49,7 @@ import re
 from datetime import timezone
 
 import sqlalchemy as sa
+from sqlalchemy import orm
 from sqlalchemy.orm import aliased
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font
@@ -65,10 +66,10 @@ from core.notifications import active_users, notify
 from core.timeutil import (isoformat, shanghai_month_bounds, shanghai_today, shanghai_year_bounds, to_shanghai,
                            utcnow)
 from shop import stock
-from shop.models import (STATEMENT_STATUS_LABELS, Order, OrderAllocation, OrderLine, Refund, RefundAllocation,
-                         SettlementLine, SettlementStatement)
+from shop.models import (STATEMENT_PERIOD_PATTERN, STATEMENT_STATUS_LABELS, Order, OrderAllocation, OrderLine,
+                         Refund, RefundAllocation, SettlementLine, SettlementStatement)
 from shop.reports.exports import cell_values, yuan_decimal
-from shop.sales import NET_SALES_FEN
+from shop.sales import NET_SALES_FEN, paid_in_year_clause
 
 #: Who sees every statement; a cooperative member sees its own cooperative's only.
 ALL_STATEMENTS_ROLES = (Role.FINANCE, Role.ADMIN, Role.OFFICIAL)
@@ -76,7 +77,7 @@ ALL_STATEMENTS_ROLES = (Role.FINANCE, Role.ADMIN, Role.OFFICIAL)
 SETTLEMENT_MANAGERS = (Role.FINANCE, Role.ADMIN)
 READ_ROLES = (*ALL_STATEMENTS_ROLES, Role.COOPERATIVE)
 
-_PERIOD = re.compile(r"^(\d{4})-(\d{2})$")
+_PERIOD = re.compile(STATEMENT_PERIOD_PATTERN)
 
 
 # ---------------------------------------------------------------- periods
@@ -121,15 +122,19 @@ def _village_label():
     return Village.county + Village.township + Village.name
 
 
+#: "A statement has settled this sale / this refund part" (correlated on the outer query's row).
+_SALE_SETTLED = sa.select(SettlementLine.id).where(SettlementLine.allocation_id == OrderAllocation.id).exists()
+_REFUND_SETTLED = sa.select(SettlementLine.id).where(SettlementLine.refund_part_id == RefundAllocation.id).exists()
+
+
 def _unsettled_sales(cutoff, cooperative_id: int | None = None):
     """Paid allocations before ``cutoff`` that no statement has settled yet."""
-    settled = sa.select(SettlementLine.id).where(SettlementLine.allocation_id == OrderAllocation.id).exists()
     query = (sa.select(OrderAllocation, OrderLine.cooperative_id, OrderLine.product_name, Order.number,
                        _village_label().label("village_name"))
              .join(OrderLine, OrderLine.id == OrderAllocation.line_id)
              .join(Order, Order.id == OrderAllocation.order_id)
              .join(Village, Village.id == OrderAllocation.village_id)
-             .where(OrderAllocation.paid_at.is_not(None), OrderAllocation.paid_at < cutoff, ~settled)
+             .where(OrderAllocation.paid_at.is_not(None), OrderAllocation.paid_at < cutoff, ~_SALE_SETTLED)
              .order_by(OrderAllocation.paid_at, OrderAllocation.id))
     if cooperative_id is not None:
         query = query.where(OrderLine.cooperative_id == cooperative_id)
@@ -138,7 +143,6 @@ def _unsettled_sales(cutoff, cooperative_id: int | None = None):
 
 def _unsettled_refunds(cutoff, cooperative_id: int | None = None):
     """Refund parts recorded before ``cutoff`` that no statement has settled yet."""
-    settled = sa.select(SettlementLine.id).where(SettlementLine.refund_part_id == RefundAllocation.id).exists()
     query = (sa.select(RefundAllocation, Refund.created_at, OrderAllocation, OrderLine.cooperative_id,
                        OrderLine.product_name, Order.number, _village_label().label("village_name"))
              .join(Refund, Refund.id == RefundAllocation.refund_id)
@@ -146,7 +150,7 @@ def _unsettled_refunds(cutoff, cooperative_id: int | None = None):
              .join(OrderLine, OrderLine.id == OrderAllocation.line_id)
              .join(Order, Order.id == OrderAllocation.order_id)
              .join(Village, Village.id == OrderAllocation.village_id)
-             .where(Refund.created_at < cutoff, ~settled)
+             .where(Refund.created_at < cutoff, ~_REFUND_SETTLED)
              .order_by(Refund.created_at, RefundAllocation.id))
     if cooperative_id is not None:
         query = query.where(OrderLine.cooperative_id == cooperative_id)
@@ -371,6 +375,7 @@ def list_statements(actor: User, *, period: str | None = None, cooperative_id: i
     total = db.session.scalar(sa.select(sa.func.count(SettlementStatement.id)).where(*conditions)) or 0
     statements = db.session.scalars(
         sa.select(SettlementStatement).where(*conditions)
+        .options(orm.joinedload(SettlementStatement.cooperative))  # every row shows its cooperative's name
         .order_by(SettlementStatement.period.desc(), SettlementStatement.cooperative_id, SettlementStatement.id)
         .offset(offset).limit(limit)).all()
     return list(statements), total
@@ -534,7 +539,7 @@ def reconcile_settlements(year: int) -> list[dict]:
         problems.extend(_check_statement(statement))
 
     start, end = shanghai_year_bounds(year)
-    in_year = sa.and_(OrderAllocation.paid_at >= start, OrderAllocation.paid_at < end)
+    in_year = paid_in_year_clause(year)
     coop = OrderLine.cooperative_id
     village = _by_cooperative(sa.select(coop, sa.func.sum(NET_SALES_FEN))
                               .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(in_year).group_by(coop))
@@ -544,15 +549,13 @@ def reconcile_settlements(year: int) -> list[dict]:
         .join(SettlementStatement, SettlementStatement.id == SettlementLine.statement_id)
         .join(source, source.id == SettlementLine.source_allocation_id)
         .where(source.paid_at >= start, source.paid_at < end).group_by(SettlementStatement.cooperative_id))
-    sale_settled = sa.select(SettlementLine.id).where(SettlementLine.allocation_id == OrderAllocation.id).exists()
     unsettled_sales = _by_cooperative(
         sa.select(coop, sa.func.sum(OrderAllocation.amount_fen))
-        .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(in_year, ~sale_settled).group_by(coop))
-    refund_settled = sa.select(SettlementLine.id).where(SettlementLine.refund_part_id == RefundAllocation.id).exists()
+        .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(in_year, ~_SALE_SETTLED).group_by(coop))
     unsettled_refunds = _by_cooperative(
         sa.select(coop, sa.func.sum(RefundAllocation.amount_fen))
         .join(OrderAllocation, OrderAllocation.id == RefundAllocation.allocation_id)
-        .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(in_year, ~refund_settled).group_by(coop))
+        .join(OrderLine, OrderLine.id == OrderAllocation.line_id).where(in_year, ~_REFUND_SETTLED).group_by(coop))
     names = dict(db.session.execute(sa.select(Cooperative.id, Cooperative.name)).all())
     for cooperative_id in sorted(village.keys() | settled.keys() | unsettled_sales.keys() | unsettled_refunds.keys()):
         settled_fen = settled.get(cooperative_id, 0)

@@ -715,7 +715,7 @@ def _settlement_index_page(error: str | None = None, values: dict | None = None)
     statements, total = settlements.list_statements(user, period=period, limit=200)
     return render_template("shop/settlements.html", statements=statements, total=total, period=period,
                            manage=user.has_role(*settlements.SETTLEMENT_MANAGERS), error=error, values=values or {},
-                           **settlements.settlement_overview())
+                           period_label=settlements.period_label, **settlements.settlement_overview())
 
 
 @bp.post("/settlements/issue")
