@@ -486,3 +486,51 @@ def test_only_finance_and_admins_may_ask_again_and_the_service_checks_it_too(mak
             services.retry_refund(make.user(role), intent.id)
     assert not fake_stripe.calls("/v1/refunds")
     assert services.retry_refund(make.user(Role.ADMIN), intent.id).refunded_fen == 1_000
+
+
+def test_a_stripe_paid_inspection_claim_survives_a_refusal_and_an_unconfirmed_answer(client, make, runner,
+                                                                                     fake_stripe):
+    """验货 refund requests go through refund intents too: Stripe refusing reopens the request for
+    finance (decision cleared), an unknown answer keeps it in progress (a second decision is 409
+    ``refund_in_progress``), and the resumed refund leaves only the short line's villages."""
+    from shop.models import RefundRequest
+
+    tea_village, kiwi_village = make.village("古丈县"), make.village("花垣县")
+    tea = certified_product(make, price_fen=3_000, villages=[tea_village])
+    kiwi = certified_product(make, price_fen=2_000, villages=[kiwi_village])
+    batch(tea, quantity=20, village=tea_village)
+    batch(kiwi, quantity=20, village=kiwi_village)
+    buyer = make.user(Role.CANTEEN_BUYER, budget_unit=make.budget_unit())
+    order = place(client, make, buyer, (tea, 4), (kiwi, 5))
+    deliver(client, completed_event(order, session={"payment_intent": "pi_claim"}))
+    for product in (tea, kiwi):
+        member = make.user(Role.COOPERATIVE, cooperative=product.cooperative)
+        assert client.post(f"/api/v1/orders/{order['id']}/ship", headers=make.headers(member),
+                           json={"carrier": "顺丰", "tracking_number": f"SF{product.id:08d}"}).status_code == 200
+    inspected = client.post(f"/api/v1/orders/{order['id']}/inspection", headers=make.headers(buyer), json={
+        "lines": [{"product_id": tea.id, "received_quantity": 3, "rejected_quantity": 0},
+                  {"product_id": kiwi.id, "received_quantity": 5, "rejected_quantity": 0}], "note": "少一盒"})
+    assert inspected.status_code == 201, inspected.get_json()
+    [claim] = inspected.get_json()["refund_requests"]
+    finance = make.headers(make.user(Role.FINANCE))
+    url = f"/api/v1/refund-requests/{claim['id']}/decision"
+    tea_sales, kiwi_sales = _sales(tea), _sales(kiwi)
+
+    fake_stripe.fail_with, fake_stripe.fail_type = 402, "card_error"
+    assert client.post(url, headers=finance, json={"decision": "refund"}).status_code == 502
+    fake_stripe.fail_with = None
+    request = db.session.get(RefundRequest, claim["id"], populate_existing=True)
+    assert (request.status, request.decided_by_id, request.decided_at) == ("open", None, None)
+
+    fake_stripe.break_refunds = 500
+    unconfirmed = client.post(url, headers=finance, json={"decision": "refund"})
+    assert unconfirmed.status_code == 502 and unconfirmed.get_json()["error"]["code"] == "refund_unconfirmed"
+    again = client.post(url, headers=finance, json={"decision": "refund"})
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "refund_in_progress"
+    fake_stripe.break_refunds = None
+
+    assert "已完成 1 笔" in runner.invoke(args=["payments", "resume-refunds", "--older-than", "0"]).output
+    request = db.session.get(RefundRequest, claim["id"], populate_existing=True)
+    assert request.status == "refunded" and request.amount_fen == 3_000
+    assert len(fake_stripe.refunds) == 1 and fake_stripe.refunds[0]["amount"] == 3_000
+    assert (_sales(tea), _sales(kiwi)) == (tea_sales - 3_000, kiwi_sales)
