@@ -14,7 +14,7 @@ from core.auth import current_user, require_login
 from core.http import list_envelope, page_params
 from core.identifiers import whole_number
 from core.openapi import api_doc, api_tag
-from core.schemas import NotificationSchema
+from core.schemas import NotificationListSchema, NotificationSchema
 
 log = logging.getLogger(__name__)
 bp = Blueprint("notifications", __name__)
@@ -92,7 +92,7 @@ def mark_all_read():
 
 @api.get("/notifications")
 @api_doc(query={"unread": fields.String(metadata={"description": "1 或 true：只列未读消息"})}, paged=True,
-         response=NotificationSchema, many=True)
+         response=NotificationListSchema)
 @require_login
 def list_notifications():
     """The caller's notices, newest first (``?unread=1``), in the contract's list shape."""

@@ -285,6 +285,15 @@ class NotificationSchema(Schema):
         return isoformat(notice.read_at)
 
 
+class NotificationListSchema(Schema):
+    """``GET /notifications``: the contract's list envelope plus the caller's unread count."""
+
+    items = fields.List(fields.Nested(NotificationSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+    unread = fields.Integer(metadata={"description": "未读消息总数（不受 unread 筛选和分页影响）"})
+
 class PasswordResetRequestSchema(Schema):
     """``{"email"}``: where to send a reset link (answered alike whether or not it has an account)."""
 

@@ -54,7 +54,8 @@ def _document() -> dict:
                                       "SQLALCHEMY_DATABASE_URI": "sqlite://", "STRIPE_SECRET_KEY": ""}))
 
 
-schema = schemathesis.openapi.from_dict(_document(), config=CONFIG)
+DOCUMENT = _document()
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 schema.validate()  # an invalid document stops the module here (tests/core/test_openapi.py says more)
 
 
@@ -109,6 +110,18 @@ def test_every_operation_answers_as_documented_for_every_caller(app, case, world
 
 # ---------------------------------------------------------------- valid requests, end to end
 
+def _documented_fields(method: str, path: str, status: int) -> set[str] | None:
+    """The top-level fields the document gives a JSON answer (None where it does not list them).
+
+    The conformance check validates the fields an answer has, not that it has no others: this
+    catches a field renamed or added in code but not in the document."""
+    answer = DOCUMENT["paths"][path][method.lower()]["responses"].get(str(status), {})
+    body = answer.get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in body:
+        body = DOCUMENT["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    return set(body["properties"]) if body.get("type") == "object" and "properties" in body else None
+
+
 class Story:
     """Valid requests through the API, each answer checked against the document like the fuzz's.
 
@@ -133,7 +146,13 @@ class Story:
         response = case.call_and_validate(app=self.app, headers=sent, checks=CHECKS)
         assert response.status_code == status, (method, path, response.status_code, response.text[:300])
         json_answer = response.headers.get("content-type", [""])[0].startswith("application/json")
-        return response.json() if json_answer else response
+        if not json_answer:
+            return response
+        answer = response.json()
+        documented = _documented_fields(method, path, status)
+        if isinstance(answer, dict) and documented is not None:
+            assert set(answer) <= documented, (method, path, "undocumented fields", set(answer) - documented)
+        return answer
 
     def check(self, method: str, path: str, response, status: int, **path_parameters):
         """Validate an answer obtained with the test client (multipart uploads, a signed webhook)."""
