@@ -324,14 +324,21 @@ def _in_thread(app, job):
     return thread, results
 
 
-def test_stripes_report_of_an_app_refund_in_flight_is_not_counted_twice(app, client, make, fake_stripe, stripe_order):
-    order, tea = stripe_order
+def _refund_held_at_stripe(app, make, fake_stripe, order, amount):
+    """Finance refunds ``amount`` in a thread; return once Stripe holds the request unanswered
+    (``fake_stripe.hold_refunds.set()`` lets it answer). Returns (thread, [status code])."""
     headers = make.headers(make.user(Role.FINANCE))
     fake_stripe.hold_refunds = threading.Event()
     thread, results = _in_thread(app, lambda: app.test_client().post(
-        f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 6_000, "reason": "破损"},
+        f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": amount, "reason": "破损"},
         headers=headers).status_code)
     assert fake_stripe.refund_entered.wait(20)
+    return thread, results
+
+
+def test_stripes_report_of_an_app_refund_in_flight_is_not_counted_twice(app, client, make, fake_stripe, stripe_order):
+    order, tea = stripe_order
+    thread, results = _refund_held_at_stripe(app, make, fake_stripe, order, 6_000)
     # Stripe reports the refund (charge.refunded) before the app has finished it.
     assert deliver(client, _charge_refunded("pi_intents", 6_000)).get_json()["outcome"] == "refund_already_recorded"
     fake_stripe.hold_refunds.set()
@@ -350,12 +357,7 @@ def test_no_lock_is_held_on_the_order_while_stripe_answers(app, client, make, fa
     a second refund sees the first one's reservation (so two refunds never exceed what was paid).
     On PostgreSQL with NOWAIT: a held row lock would fail at once rather than wait."""
     order, tea = stripe_order
-    headers = make.headers(make.user(Role.FINANCE))
-    fake_stripe.hold_refunds = threading.Event()
-    thread, results = _in_thread(app, lambda: app.test_client().post(
-        f"/api/v1/orders/{order['id']}/refund", json={"amount_fen": 15_000, "reason": "破损"},
-        headers=headers).status_code)
-    assert fake_stripe.refund_entered.wait(20)
+    thread, results = _refund_held_at_stripe(app, make, fake_stripe, order, 15_000)
     try:
         with transaction():
             query = sa.select(Order).where(Order.id == order["id"])
